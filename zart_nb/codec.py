@@ -1,0 +1,187 @@
+"""Signed cloudpickle: every payload zart-nb stores travels in this envelope.
+
+Layout (all before the pickle is touched)::
+
+    b"ZNB" | format version (1 byte) | python major, minor (2 bytes)
+          | len(cloudpickle version) (1 byte) | cloudpickle version (ascii)
+          | HMAC-SHA256 over header + body (32 bytes) | body (the pickle)
+
+A payload is unpickled only after its signature checked out with the installation's
+secret, and only by the Python major.minor that wrote it: cloudpickle promises
+nothing across Python versions, so a foreign payload is refused with a message
+saying which Python wrote it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import pickle
+import stat
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import cloudpickle
+
+from .config import settings
+from .errors import PayloadError, UsageError
+
+MAGIC = b"ZNB"
+FORMAT_VERSION = 1
+_PY = bytes([sys.version_info.major, sys.version_info.minor])
+_CP = cloudpickle.__version__.encode("ascii")
+_HEADER = MAGIC + bytes([FORMAT_VERSION]) + _PY + bytes([len(_CP)]) + _CP
+_MAC_SIZE = 32
+_PROTOCOL = 5
+
+_key_cache: dict[tuple, bytes] = {}
+
+
+def secret_key() -> bytes:
+    """The HMAC key: ``ZART_SECRET``, else ``$ZART_HOME/secret.key`` (created 0600)."""
+    s = settings()
+    if s.secret:
+        return s.secret
+    cache_key = (str(s.home),)
+    if cache_key not in _key_cache:
+        _key_cache[cache_key] = _load_or_create_key(s.home / "secret.key")
+    return _key_cache[cache_key]
+
+
+def _load_or_create_key(path: Path) -> bytes:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    except OSError as exc:
+        raise UsageError(f"cannot create the key file {path}: {exc.strerror}; "
+                         "set ZART_HOME to a writable folder or ZART_SECRET") from None
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(os.urandom(32).hex().encode())
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise UsageError(f"key file {path} is readable by others (mode {mode:o}); "
+                         f"fix it with: chmod 600 {path}")
+    key = path.read_bytes().strip()
+    if len(key) < 32:
+        # another process created the file and has not written it yet
+        raise PayloadError(f"key file {path} is empty or truncated; delete it to make a new key")
+    return key
+
+
+def encode(value: Any, *, what: str = "value", owner: str = "") -> bytes:
+    """Pickle ``value`` into a signed envelope.
+
+    An unpicklable part is named by its path from ``what``, after ``owner`` (e.g.
+    ``step 'load': result['conn']: cannot pickle 'psycopg.Connection'``).
+    """
+    try:
+        body = cloudpickle.dumps(value, protocol=_PROTOCOL)
+    except Exception as exc:  # pickling raises many kinds of errors
+        reason = unpicklable_reason(value, what, exc)
+        raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
+    return seal(body)
+
+
+def seal(body: bytes) -> bytes:
+    header_and_body = (_HEADER, body)
+    mac = hmac.new(secret_key(), digestmod=hashlib.sha256)
+    for part in header_and_body:
+        mac.update(part)
+    return b"".join((_HEADER, mac.digest(), body))
+
+
+def decode(data: bytes | memoryview, *, what: str = "payload") -> Any:
+    """Check the envelope and signature, then unpickle."""
+    return pickle.loads(open_envelope(data, what=what))
+
+
+def open_envelope(data: bytes | memoryview, *, what: str = "payload") -> memoryview:
+    """The verified pickle inside ``data``; raises PayloadError before any unpickling."""
+    view = memoryview(data)
+    if len(view) < len(MAGIC) + 4 or bytes(view[:3]) != MAGIC:
+        raise PayloadError(f"{what}: not a zart-nb payload (unsigned); refused")
+    if view[3] != FORMAT_VERSION:
+        raise PayloadError(f"{what}: payload format {view[3]} is not known to this zart-nb "
+                           f"(format {FORMAT_VERSION}); refused")
+    cp_len = view[6]
+    header_end = 7 + cp_len
+    if len(view) < header_end + _MAC_SIZE:
+        raise PayloadError(f"{what}: truncated payload; refused")
+    header = view[:header_end]
+    stored_mac = view[header_end:header_end + _MAC_SIZE]
+    body = view[header_end + _MAC_SIZE:]
+    mac = hmac.new(secret_key(), digestmod=hashlib.sha256)
+    mac.update(header)
+    mac.update(body)
+    if not hmac.compare_digest(mac.digest(), bytes(stored_mac)):
+        raise PayloadError(f"{what}: signature does not match (tampered, or signed with "
+                           "another ZART_SECRET); refused, not unpickled")
+    if bytes(view[4:6]) != _PY:
+        raise PayloadError(
+            f"{what}: written by Python {view[4]}.{view[5]} "
+            f"(cloudpickle {bytes(view[7:header_end]).decode()}), this is Python "
+            f"{sys.version_info.major}.{sys.version_info.minor}; run it with the same Python")
+    return body
+
+
+def digest(data: bytes | memoryview) -> bytes:
+    """Content hash used for payload addresses and argument fingerprints."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def fingerprint(value: Any) -> bytes:
+    """Content hash of a value's pickle (not signed: only the hash is stored)."""
+    try:
+        body = pickle.dumps(value, protocol=_PROTOCOL)
+    except Exception:
+        try:
+            body = cloudpickle.dumps(value, protocol=_PROTOCOL)
+        except Exception as exc:
+            raise PayloadError(unpicklable_reason(value, "arguments", exc)) from None
+    return digest(body)
+
+
+def unpicklable_reason(value: Any, path: str, exc: BaseException, depth: int = 0) -> str:
+    """Find the innermost part of ``value`` that does not pickle, as ``path: reason``."""
+    if depth < 6:
+        for sub_path, part in _parts(value, path):
+            try:
+                cloudpickle.dumps(part, protocol=_PROTOCOL)
+            except Exception as sub_exc:
+                return unpicklable_reason(part, sub_path, sub_exc, depth + 1)
+    kind = type(value)
+    name = f"{kind.__module__}.{kind.__qualname__}" if kind.__module__ != "builtins" else kind.__qualname__
+    if depth == 0:
+        return f"{path}: cannot pickle '{name}' ({exc})"
+    return f"{path}: cannot pickle '{name}'"
+
+
+def _parts(value: Any, path: str):
+    if isinstance(value, dict):
+        for k, v in value.items():
+            yield f"{path}[{k!r}]", v
+    elif isinstance(value, (list, tuple, set, frozenset)):
+        for i, v in enumerate(value):
+            yield f"{path}[{i}]", v
+    elif isinstance(value, types.FunctionType):
+        for cell_name, cell in zip(value.__code__.co_freevars, value.__closure__ or ()):
+            try:
+                yield f"{path}.<closure {cell_name}>", cell.cell_contents
+            except ValueError:
+                continue
+    elif hasattr(value, "__dict__") and not isinstance(value, type):
+        for k, v in vars(value).items():
+            yield f"{path}.{k}", v
+
+
+def ship(module: types.ModuleType) -> None:
+    """Send ``module`` by value with the functions that use it (for workers without it)."""
+    if not isinstance(module, types.ModuleType):
+        raise UsageError(f"ship() takes a module, not {type(module).__name__}")
+    cloudpickle.register_pickle_by_value(module)

@@ -1,0 +1,131 @@
+"""The connection to PostgreSQL: one ``Store`` per process, owning the pool.
+
+``ZART_DATABASE_URL`` names any PostgreSQL 14+; without it the embedded server under
+``ZART_HOME`` is used (and started if needed). Connections are autocommit with the
+``search_path`` on zart's schema, so queries name tables without a schema.
+Errors never show a password: DSNs are redacted before they reach a message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+import warnings
+from contextlib import contextmanager
+from typing import Iterator
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from ..config import Settings, settings
+from ..errors import StoreError, UsageError
+from . import schema
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def redact(dsn: str) -> str:
+    """``dsn`` with any password replaced by ``***``."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    if params.get("password"):
+        params["password"] = "***"
+        if "://" in dsn:
+            return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+        return make_conninfo(**params)
+    return dsn
+
+
+def resolve_dsn(s: Settings) -> str:
+    if s.database_url:
+        return s.database_url
+    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR at import
+        warnings.simplefilter("ignore")
+        from . import embedded
+    return embedded.server_url(s.home)
+
+
+class Store:
+    """A pool of connections to zart's schema, migrated on open."""
+
+    def __init__(self, s: Settings | None = None, *, max_size: int = 8) -> None:
+        self.settings = s or settings()
+        if not _SCHEMA_NAME.match(self.settings.schema):
+            raise UsageError(f"ZART_SCHEMA={self.settings.schema!r} is not a plain lower-case identifier")
+        self.dsn = resolve_dsn(self.settings)
+        self.max_size = max_size
+        self.pid = os.getpid()
+        self._pool: ConnectionPool | None = None
+
+    @property
+    def schema(self) -> str:
+        return self.settings.schema
+
+    def connect(self, **extra) -> psycopg.Connection:
+        """A new connection outside the pool (LISTEN, long-lived body connections)."""
+        try:
+            return psycopg.connect(self.dsn, autocommit=True, options=f"-c search_path={self.schema}",
+                                   connect_timeout=10, **extra)
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"cannot connect to {redact(self.dsn)}: {_first_line(exc)}") from None
+
+    def open(self) -> Store:
+        with self.connect() as conn:
+            schema.migrate(conn, self.schema)
+        self._pool = ConnectionPool(
+            self.dsn, min_size=1, max_size=self.max_size, open=False, name="zart",
+            kwargs={"autocommit": True, "options": f"-c search_path={self.schema}"},
+            check=ConnectionPool.check_connection)
+        try:
+            self._pool.open(wait=True, timeout=15)
+        except PoolTimeout:
+            self._pool.close()
+            raise StoreError(f"cannot connect to {redact(self.dsn)}: pool timed out") from None
+        return self
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        if self._pool is None:
+            raise StoreError("the store is closed")
+        try:
+            with self._pool.connection(timeout=30) as conn:
+                yield conn
+        except PoolTimeout:
+            raise StoreError(f"no connection to {redact(self.dsn)} within 30 s") from None
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"lost the database {redact(self.dsn)}: {_first_line(exc)}") from exc
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+_store: Store | None = None
+_lock = threading.Lock()
+
+
+def get_store() -> Store:
+    """The process's store, opened on first use (and again in a forked child)."""
+    global _store
+    with _lock:
+        if _store is None or _store.pid != os.getpid():
+            _store = Store().open()
+        return _store
+
+
+def close_store() -> None:
+    global _store
+    with _lock:
+        if _store is not None and _store.pid == os.getpid():
+            _store.close()
+        _store = None
