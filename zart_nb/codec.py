@@ -175,9 +175,18 @@ def _parts(value: Any, path: str):
                 yield f"{path}.<closure {cell_name}>", cell.cell_contents
             except ValueError:
                 continue
-    elif hasattr(value, "__dict__") and not isinstance(value, type):
+    elif hasattr(value, "__dict__") and not isinstance(value, type) and _users_class(type(value)):
         for k, v in vars(value).items():
             yield f"{path}.{k}", v
+
+
+def _users_class(cls: type) -> bool:
+    """True for classes cloudpickle sends by value: defined in the notebook (``__main__``),
+    inside a function, or in a shipped module. Their attributes are the user's own and
+    worth naming; a library object (a connection, a client) is named as a whole, since
+    its private insides tell the user nothing."""
+    return (cls.__module__ == "__main__" or "<locals>" in cls.__qualname__
+            or cls.__module__ in cloudpickle.list_registry_pickle_by_value())
 
 
 def ship(module: types.ModuleType) -> None:

