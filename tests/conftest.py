@@ -1,0 +1,30 @@
+"""Test-suite root: fixture plugins, and an environment free of the developer's ``ZART_*``.
+
+The scrub runs at import, before any zart_nb module reads the environment, so that a
+developer's own ZART_DATABASE_URL or ZART_SECRET can never leak into a test (or a test
+write into the developer's database). ``ZART_TEST_DATABASE_URL`` is the one variable
+kept: it chooses the server the tests use (see ``tests/fix_db.py``).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+for _key in [k for k in os.environ if k.startswith("ZART_") and k != "ZART_TEST_DATABASE_URL"]:
+    del os.environ[_key]
+
+pytest_plugins = ["tests.fix_db"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """Each test starts and ends without a cached Settings or an open Store."""
+    from zart_nb.config import configure
+    from zart_nb.store.connection import close_store
+
+    yield
+    close_store()
+    configure(None)

@@ -1,0 +1,168 @@
+"""The store against a real PostgreSQL: connecting, migrating, refusing what it must."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import psycopg
+import pytest
+
+from zart_nb import codec
+from zart_nb.config import Settings
+from zart_nb.errors import PayloadError, StoreError
+from zart_nb.store import schema
+from zart_nb.store.connection import Store, get_store, redact
+
+
+def open_store(url: str) -> Store:
+    return Store(Settings(database_url=url, secret=b"store-test-secret-0123456789abcdef")).open()
+
+
+def migration_rows(url: str) -> list[tuple[int, int]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT version, count(*) FROM zart.schema_migrations "
+                            "GROUP BY version ORDER BY version").fetchall()
+
+
+EVERY_MIGRATION_ONCE = [(m.version, 1) for m in schema.migrations()]
+
+
+class TouchOnLoad:
+    """Unpickling this creates a folder: the witness that a payload was unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (self.path,))
+
+
+@pytest.mark.parametrize("dsn", [
+    "postgresql://bob:s3cret@127.0.0.1:1/x",
+    "host=127.0.0.1 port=1 user=bob password=s3cret dbname=x",
+])
+def test_unreachable_dsn_is_a_store_error_without_the_password(dsn):
+    with pytest.raises(StoreError) as caught:
+        open_store(dsn)
+
+    message = str(caught.value)
+    assert "s3cret" not in message
+    assert "***" in message
+    assert "127.0.0.1" in message
+
+
+def test_redact_leaves_a_dsn_without_password_alone():
+    assert redact("postgresql://bob@db.example/x") == "postgresql://bob@db.example/x"
+
+
+def test_open_migrates_an_empty_database(empty_db_url):
+    store = open_store(empty_db_url)
+    store.close()
+
+    assert migration_rows(empty_db_url) == EVERY_MIGRATION_ONCE
+
+
+def test_migrations_are_idempotent(empty_db_url):
+    open_store(empty_db_url).close()
+    open_store(empty_db_url).close()
+
+    with psycopg.connect(empty_db_url) as conn:
+        assert schema.migrate(conn, "zart") == []
+    assert migration_rows(empty_db_url) == EVERY_MIGRATION_ONCE
+
+
+def test_concurrent_migrations_make_one_schema(empty_db_url):
+    start = threading.Barrier(4)
+    applied: list[list[str]] = []
+    failures: list[BaseException] = []
+
+    def migrate() -> None:
+        try:
+            with psycopg.connect(empty_db_url, autocommit=True) as conn:
+                start.wait(timeout=30)
+                applied.append(schema.migrate(conn, "zart"))
+        except BaseException as exc:  # handed to the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=migrate) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+
+    assert failures == []
+    assert sorted(applied, key=len) == [[], [], [], [f"{m.version:04d}_{m.name}" for m in schema.migrations()]]
+    assert migration_rows(empty_db_url) == EVERY_MIGRATION_ONCE
+
+
+def test_newer_schema_is_refused(db_url):
+    with psycopg.connect(db_url) as conn:
+        conn.execute("INSERT INTO zart.schema_migrations (version, name, checksum) "
+                     "VALUES (9999, 'future', 'x')")
+
+    with pytest.raises(StoreError, match="version 9999, newer than this zart-nb"):
+        open_store(db_url)
+
+
+def test_edited_migration_is_refused(db_url):
+    with psycopg.connect(db_url) as conn:
+        conn.execute("UPDATE zart.schema_migrations SET checksum = 'edited' WHERE version = 1")
+
+    with pytest.raises(StoreError, match="must not be edited"):
+        open_store(db_url)
+
+
+def test_status_reports_applied_and_known_versions(db_url, empty_db_url):
+    latest = schema.migrations()[-1].version
+    with psycopg.connect(db_url) as conn:
+        assert schema.status(conn, "zart") == (latest, latest)
+    with psycopg.connect(empty_db_url) as conn:
+        assert schema.status(conn, "zart") == (0, latest)
+
+
+def test_pooled_connections_see_zart_tables_unqualified(zart_env):
+    store = get_store()
+    with store.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    assert get_store() is store
+
+
+def store_payload(conn: psycopg.Connection, data: bytes) -> bytes:
+    key = codec.digest(data)
+    conn.execute("INSERT INTO payloads (hash, data, size) VALUES (%s, %s, %s)", (key, data, len(data)))
+    return key
+
+
+def load_payload(conn: psycopg.Connection, key: bytes) -> bytes:
+    return conn.execute("SELECT data FROM payloads WHERE hash = %s", (key,), binary=True).fetchone()[0]
+
+
+def test_stored_payload_round_trips_binary(zart_env):
+    value = {"frame": bytes(range(256)) * 1000, "label": "q3"}
+    with get_store().connection() as conn:
+        key = store_payload(conn, codec.encode(value))
+        assert codec.decode(load_payload(conn, key)) == value
+
+
+def test_flipped_byte_in_a_stored_payload_is_refused_on_read(zart_env, tmp_path):
+    marker = tmp_path / "unpickled"
+    value = {"frame": bytes(1000), "side_effect": TouchOnLoad(str(marker))}
+    with get_store().connection() as conn:
+        key = store_payload(conn, codec.encode(value))
+        # byte 100 lies in the zeros of "frame": the pickle stays valid, only the MAC can tell
+        conn.execute("UPDATE payloads SET data = set_byte(data, 100, get_byte(data, 100) # 1) "
+                     "WHERE hash = %s", (key,))
+        tampered = load_payload(conn, key)
+
+    with pytest.raises(PayloadError, match="signature does not match"):
+        codec.decode(tampered)
+    assert not marker.exists()
+
+
+def test_unpicklable_connection_is_named_by_path(db_url):
+    with psycopg.connect(db_url) as conn:
+        with pytest.raises(PayloadError) as caught:
+            codec.encode({"conn": conn}, what="result")
+
+    assert str(caught.value) == "result['conn']: cannot pickle 'psycopg.Connection'"

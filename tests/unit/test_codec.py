@@ -1,0 +1,190 @@
+"""The signed envelope: what is refused is refused before anything is unpickled."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import stat
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from zart_nb import codec
+from zart_nb.config import Settings, configure
+from zart_nb.errors import PayloadError, UsageError
+
+SECRET = b"unit-test-secret-0123456789abcdef"
+
+
+@pytest.fixture(autouse=True)
+def secret() -> None:
+    configure(Settings(secret=SECRET))
+
+
+class Touch:
+    """Unpickling this creates ``path``: the witness that a payload was unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.path),))
+
+
+def flip(data: bytes, index: int) -> bytes:
+    changed = bytearray(data)
+    changed[index] ^= 0x01
+    return bytes(changed)
+
+
+def mac_offset(data: bytes) -> int:
+    return 7 + data[6]  # magic, format, python major.minor, len(cloudpickle version), version
+
+
+def test_round_trip_keeps_value_and_type():
+    value = {"rows": [1, 2.5, "three", None], "blob": bytes(range(256)), "nested": (True, {3})}
+
+    assert codec.decode(codec.encode(value)) == value
+
+
+def test_round_trip_of_a_local_function():
+    offset = 40
+
+    def shifted(x):
+        return x + offset
+
+    assert codec.decode(codec.encode(shifted))(2) == 42
+
+
+def test_side_effect_payload_runs_when_intact(tmp_path):
+    """Control for the refusals below: this payload does act when it is unpickled."""
+    marker = tmp_path / "unpickled"
+    codec.decode(codec.encode(Touch(marker)))
+
+    assert marker.exists()
+
+
+def test_flipped_body_byte_is_refused_unpickled(tmp_path):
+    marker = tmp_path / "unpickled-a"
+    data = codec.encode(Touch(marker))
+    at = data.rindex(b"unpickled-a") + len("unpickled-")  # 'a' -> '`': still a valid pickle
+
+    with pytest.raises(PayloadError, match="signature does not match"):
+        codec.decode(flip(data, at))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_flipped_mac_byte_is_refused_unpickled(tmp_path):
+    data = codec.encode(Touch(tmp_path / "unpickled"))
+
+    with pytest.raises(PayloadError, match="refused, not unpickled"):
+        codec.decode(flip(data, mac_offset(data) + 5))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_plain_pickle_is_refused_as_unsigned(tmp_path):
+    with pytest.raises(PayloadError, match="unsigned"):
+        codec.decode(pickle.dumps(Touch(tmp_path / "unpickled")))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_payload_signed_with_another_secret_is_refused(tmp_path):
+    data = codec.encode(Touch(tmp_path / "unpickled"))
+    configure(Settings(secret=b"another-installation-secret-000000"))
+
+    with pytest.raises(PayloadError, match="another ZART_SECRET"):
+        codec.decode(data)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_payload_from_another_python_is_refused_naming_it(tmp_path, monkeypatch):
+    foreign = codec.MAGIC + bytes([codec.FORMAT_VERSION, 3, 99]) + bytes([5]) + b"9.9.9"
+    monkeypatch.setattr(codec, "_HEADER", foreign)
+    data = codec.seal(pickle.dumps(Touch(tmp_path / "unpickled")))
+    monkeypatch.undo()
+
+    with pytest.raises(PayloadError) as caught:
+        codec.decode(data)
+    here = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert f"written by Python 3.99 (cloudpickle 9.9.9), this is Python {here}" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unknown_format_version_is_refused():
+    data = bytearray(codec.encode(1))
+    data[3] = codec.FORMAT_VERSION + 1
+
+    with pytest.raises(PayloadError, match="format"):
+        codec.decode(bytes(data))
+
+
+def test_truncated_payload_is_refused():
+    data = codec.encode("x")
+
+    with pytest.raises(PayloadError, match="truncated"):
+        codec.decode(data[:mac_offset(data) + 10])
+
+
+def test_unpicklable_value_names_path_and_type():
+    with pytest.raises(PayloadError) as caught:
+        codec.encode({"ok": 1, "lock": threading.Lock()}, what="result", owner="step 'load'")
+
+    assert str(caught.value) == "step 'load': result['lock']: cannot pickle '_thread.lock'"
+
+
+def test_unpicklable_attribute_of_a_users_object_is_named():
+    class Holder:
+        def __init__(self) -> None:
+            self.name = "fine"
+            self.guard = [threading.Lock()]
+
+    with pytest.raises(PayloadError) as caught:
+        codec.encode({"model": Holder()}, what="result")
+
+    assert str(caught.value) == "result['model'].guard[0]: cannot pickle '_thread.lock'"
+
+
+def test_unpicklable_at_the_top_gives_the_reason():
+    with pytest.raises(PayloadError, match=r"^value: cannot pickle '_thread.lock' \(.+\)$"):
+        codec.encode(threading.Lock())
+
+
+def test_key_file_is_created_private_and_reused(tmp_path):
+    home = tmp_path / "home"
+    configure(Settings(home=home, secret=None))
+
+    data = codec.encode("signed with the key file")
+    key_file = home / "secret.key"
+
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert len(key_file.read_bytes()) >= 32
+    assert codec.decode(data) == "signed with the key file"
+
+
+def test_key_file_readable_by_others_is_refused(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    key_file = home / "secret.key"
+    key_file.write_text("k" * 64)
+    key_file.chmod(0o644)
+    configure(Settings(home=home, secret=None))
+
+    with pytest.raises(UsageError, match=f"chmod 600 {key_file}"):
+        codec.encode(1)
+
+
+def test_key_file_in_a_home_that_cannot_exist_is_a_usage_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    configure(Settings(home=blocker / "home", secret=None))
+
+    with pytest.raises(UsageError, match=str(blocker / "home")):
+        codec.encode(1)
+
+
+def test_fingerprint_is_a_content_hash():
+    assert codec.fingerprint(("a", [1, 2])) == codec.fingerprint(("a", [1, 2]))
+    assert codec.fingerprint(("a", [1, 2])) != codec.fingerprint(("a", [1, 3]))
+    assert len(codec.digest(b"x")) == 16
