@@ -81,8 +81,11 @@ CREATE INDEX steps_queue ON steps (namespace, not_before NULLS FIRST, created_at
 CREATE INDEX steps_leased ON steps (lease_until) WHERE kind = 'child' AND status = 'running';
 CREATE INDEX steps_result_hash ON steps (result_hash) WHERE result_hash IS NOT NULL;
 
+-- The history of attempts that did not end a step: failed tries that were retried,
+-- failures, and results superseded by a rerun. No foreign key to steps: a rerun
+-- removes the step row and keeps its history here.
 CREATE TABLE step_attempts (
-    run_id      text NOT NULL,
+    run_id      text NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
     generation  integer NOT NULL,
     name        text NOT NULL,
     attempt     integer NOT NULL,
@@ -91,8 +94,7 @@ CREATE TABLE step_attempts (
     worker      text,
     started_at  timestamptz,
     finished_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (run_id, generation, name, attempt),
-    FOREIGN KEY (run_id, generation, name) REFERENCES steps ON DELETE CASCADE
+    PRIMARY KEY (run_id, generation, name, attempt)
 );
 
 CREATE TABLE events (

@@ -1,0 +1,194 @@
+"""The journal of one execution of a body, and the execution itself.
+
+An ``Execution`` is what a running body sees through a ``ContextVar``: the run, its
+journal (loaded in one query when the body starts, results still pickled), the names
+used so far (a name used twice is an error naming both call sites), and a report of
+what was replayed and executed. Only the engine reaches it; user code goes through
+``step``, ``schedule``, ``capture`` and friends.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import traceback as tb_module
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import psycopg
+
+from .. import codec
+from ..errors import DuplicateStepName, PayloadError, StoreError, Suspend, ZartError
+from ..store import queries
+from ..store.connection import Store
+from .model import Entry, Report
+
+INLINE_LIMIT = 16 * 1024  # results larger than this go to the payloads table, stored once
+
+_current: ContextVar[Execution | None] = ContextVar("zart_execution", default=None)
+_in_step: ContextVar[StepContext | None] = ContextVar("zart_step", default=None)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What ``context()`` returns: where the calling code runs."""
+
+    run_id: str | None
+    durable_name: str | None
+    step: str | None
+    attempt: int
+
+
+def current() -> Execution | None:
+    return _current.get()
+
+
+def in_step() -> StepContext | None:
+    return _in_step.get()
+
+
+class Execution:
+    """One execution of a body for a run, owning the run while it lasts."""
+
+    def __init__(self, store: Store, conn: psycopg.Connection, *, run_id: str, name: str,
+                 generation: int, owner: str, on_change: str, namespace: str) -> None:
+        self.store = store
+        self.conn = conn
+        self.run_id = run_id
+        self.name = name
+        self.generation = generation
+        self.owner = owner
+        self.on_change = on_change
+        self.namespace = namespace
+        self.report = Report()
+        self.journal: dict[str, Entry] = {}
+        self.used: dict[str, str] = {}
+        self.seq = 0
+        self.stop_reason: str | None = None  # set by the heartbeat: cancelled, lease lost
+        self.lock = threading.Lock()  # the body connection, shared with helper threads
+
+    def load(self) -> None:
+        rows = queries.all_rows(self.conn, "load_journal", run_id=self.run_id, generation=self.generation)
+        self.journal = {row["name"]: Entry.from_row(row) for row in rows}
+
+    # -- names -------------------------------------------------------------
+    def claim_name(self, name: str) -> int:
+        """Register one use of ``name`` in this execution; returns its sequence number."""
+        self.check_live()
+        site = call_site()
+        first = self.used.get(name)
+        if first is not None:
+            raise DuplicateStepName(
+                f"step name {name!r} is used twice in one execution of run {self.run_id!r}: "
+                f"first at {first}, again at {site}; give each call its own name "
+                "(a {param} template or .named())")
+        self.used[name] = site
+        self.seq += 1
+        return self.seq
+
+    def check_live(self) -> None:
+        if self.stop_reason is not None:
+            raise Suspend(self.stop_reason)
+
+    # -- reading the journal -------------------------------------------------
+    def value(self, entry: Entry) -> Any:
+        return codec.decode(self.result_bytes(entry.result, entry.result_hash),
+                            what=f"result of step {entry.name!r}")
+
+    def result_bytes(self, inline: bytes | None, digest: bytes | None) -> bytes:
+        if digest is None:
+            return inline
+        with self.lock:
+            row = queries.one(self.conn, "get_payload", hash=digest)
+        if row is None:
+            raise PayloadError(f"payload {digest.hex()} of run {self.run_id!r} is missing")
+        return row["data"]
+
+    def stored_error(self, entry: Entry) -> BaseException:
+        if entry.error_payload is not None:
+            try:
+                return codec.decode(entry.error_payload, what=f"error of step {entry.name!r}")
+            except PayloadError:
+                pass
+        return ZartError(entry.error or f"step {entry.name!r} failed")
+
+    # -- writing the journal -------------------------------------------------
+    def begin(self, name: str, kind: str, seq: int, attempt: int, max_attempts: int) -> None:
+        self._write("begin_step", run_id=self.run_id, generation=self.generation, name=name,
+                    kind=kind, seq=seq, attempt=attempt, max_attempts=max_attempts)
+
+    def complete(self, name: str, kind: str, seq: int, value: Any, *, code_fp: bytes | None,
+                 args_fp: bytes | None, attempt: int, max_attempts: int,
+                 started_at: datetime | None) -> None:
+        """Commit ``value`` as the step's result (raises PayloadError when it won't pickle)."""
+        data = codec.encode(value, what="result", owner=f"step {name!r}")
+        inline, digest = split_payload(data)
+        written = self._write("complete_step", run_id=self.run_id, generation=self.generation,
+                              name=name, kind=kind, seq=seq, code_fp=code_fp, args_fp=args_fp,
+                              result=inline, hash=digest, data=None if digest is None else data,
+                              size=len(data), attempt=attempt, max_attempts=max_attempts,
+                              started_at=started_at, owner=self.owner)
+        if written == 0:
+            raise Suspend(f"run {self.run_id!r} is no longer owned by this process")
+
+    def fail(self, name: str, error: BaseException, *, kind: str, attempt: int, started_at,
+             code_fp: bytes | None = None, args_fp: bytes | None = None,
+             cause: BaseException | None = None) -> None:
+        """Store a failed step with its pickled exception and the traceback of ``cause``."""
+        shown = cause or error
+        self._write("fail_step", run_id=self.run_id, generation=self.generation, name=name,
+                    attempt=attempt, error=one_line(error), error_kind=kind,
+                    error_payload=encode_error(error), traceback=format_traceback(shown),
+                    worker=self.owner, started_at=started_at, code_fp=code_fp, args_fp=args_fp)
+
+    def record_attempt(self, name: str, attempt: int, error: BaseException, started_at) -> None:
+        self._write("record_attempt", run_id=self.run_id, generation=self.generation, name=name,
+                    attempt=attempt, status="failed", error=one_line(error), worker=self.owner,
+                    started_at=started_at)
+
+    def _write(self, query: str, **params) -> int:
+        try:
+            with self.lock:
+                return queries.rowcount(self.conn, query, **params)
+        except psycopg.OperationalError as exc:
+            raise StoreError(f"run {self.run_id!r}: lost the database while writing step "
+                             f"{params.get('name')!r}: {str(exc).strip().splitlines()[0]}") from exc
+
+
+def split_payload(data: bytes) -> tuple[bytes | None, bytes | None]:
+    """(inline bytes, None) for a small payload, (None, content hash) for a large one."""
+    if len(data) <= INLINE_LIMIT:
+        return data, None
+    return None, codec.digest(data)
+
+
+def one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def encode_error(error: BaseException) -> bytes:
+    try:
+        return codec.encode(error, what="error")
+    except PayloadError:
+        return codec.encode(ZartError(one_line(error)), what="error")
+
+
+def format_traceback(error: BaseException) -> str:
+    return "".join(tb_module.format_exception(type(error), error, error.__traceback__))
+
+
+def call_site() -> str:
+    """``file:line`` of the innermost user code calling into zart_nb."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("zart_nb"):
+        frame = frame.f_back
+    if frame is None:
+        return "<unknown>"
+    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

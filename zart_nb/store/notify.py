@@ -1,0 +1,84 @@
+"""LISTEN/NOTIFY wake-ups, so that waiting never polls the database in a tight loop.
+
+One listening connection per process and channel; waiters take a ``token`` (a counter
+per key) *before* reading the database, then ``wait(key, token, timeout)`` returns at
+once if a notification for ``key`` arrived in between. The timeout is the slow poll
+that covers a lost connection.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+
+from psycopg import sql
+
+from .connection import Store
+
+RUN_CHANNEL = "zart_run"  # payload: run_id
+WORK_CHANNEL = "zart_work"  # payload: namespace
+
+
+class Listener:
+    def __init__(self, store: Store, channel: str) -> None:
+        self.store = store
+        self.channel = channel
+        self._counts: dict[str, int] = defaultdict(int)
+        self._cond = threading.Condition()
+        self._stopped = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"zart-listen-{channel}")
+        self._thread.start()
+        self._ready.wait(10)
+
+    def token(self, key: str) -> int:
+        with self._cond:
+            return self._counts[key]
+
+    def wait(self, key: str, token: int, timeout: float) -> bool:
+        """True when ``key`` was notified since ``token`` was taken."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._counts[key] != token, timeout)
+
+    def close(self) -> None:
+        self._stopped.set()
+
+    def _loop(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                with self.store.connect() as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    self._ready.set()
+                    self._bump_all()  # anything may have happened while not listening
+                    while not self._stopped.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self._bump(note.payload)
+            except Exception:  # database gone: retry, waiters fall back to their timeouts
+                self._ready.set()
+                if self._stopped.wait(1.0):
+                    return
+
+    def _bump(self, key: str) -> None:
+        with self._cond:
+            self._counts[key] += 1
+            self._cond.notify_all()
+
+    def _bump_all(self) -> None:
+        with self._cond:
+            for key in self._counts:
+                self._counts[key] += 1
+            self._cond.notify_all()
+
+
+_listeners: dict[tuple[int, str], Listener] = {}
+_lock = threading.Lock()
+
+
+def listener(store: Store, channel: str = RUN_CHANNEL) -> Listener:
+    """The process's listener on ``channel`` for ``store``."""
+    key = (id(store), channel)
+    with _lock:
+        found = _listeners.get(key)
+        if found is None or found.store is not store:
+            found = _listeners[key] = Listener(store, channel)
+        return found

@@ -1,0 +1,230 @@
+-- Every query zart-nb runs, one named block each: "-- name: NAME" then a purpose line.
+-- Loaded once by store/queries.py; run with search_path on zart's schema.
+
+-- name: insert_run
+-- Create a run the first time its id is executed; a no-op when it exists.
+INSERT INTO runs (run_id, name, namespace, input, body, body_source, options, status)
+VALUES (%(run_id)s, %(name)s, %(namespace)s, %(input)s, %(body)s, %(body_source)s, %(options)s,
+        %(status)s)
+ON CONFLICT (run_id) DO NOTHING
+
+-- name: update_run_body
+-- Keep the latest body and options of a run that is executed again.
+UPDATE runs SET body = %(body)s, body_source = %(body_source)s, options = %(options)s,
+       input = coalesce(%(input)s, input), updated_at = now()
+WHERE run_id = %(run_id)s
+
+-- name: get_run
+-- One run with its counts of steps in the current generation.
+SELECT r.*,
+       (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation) AS steps_total,
+       (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation
+           AND s.status = 'completed') AS steps_done,
+       (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation
+           AND s.status = 'failed') AS steps_failed,
+       r.lease_until < now() AS lease_expired
+FROM runs r WHERE r.run_id = %(run_id)s
+
+-- name: list_runs
+-- Runs, newest first, optionally filtered by status and durable name.
+SELECT r.run_id, r.name, r.status, r.generation, r.owner, r.created_at, r.started_at,
+       r.finished_at, r.error,
+       (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation) AS steps_total,
+       (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation
+           AND s.status = 'completed') AS steps_done
+FROM runs r
+WHERE (%(status)s::text IS NULL OR r.status = %(status)s)
+  AND (%(name)s::text IS NULL OR r.name = %(name)s)
+ORDER BY r.created_at DESC, r.run_id
+LIMIT %(limit)s
+
+-- name: claim_run
+-- Become the owner of a run whose owner is gone (none, expired lease, or known dead);
+-- a completed run only when it is to be replayed (reopen).
+UPDATE runs
+SET owner = %(owner)s, owner_host = %(host)s, owner_pid = %(pid)s,
+    lease_until = now() + make_interval(secs => %(lease)s),
+    status = 'running', error = NULL, error_payload = NULL, finished_at = NULL,
+    started_at = CASE WHEN status = 'pending' THEN now() ELSE started_at END,
+    updated_at = now()
+WHERE run_id = %(run_id)s
+  AND (status NOT IN ('completed', 'cancelled') OR (%(reopen)s AND status = 'completed'))
+  AND (owner IS NULL OR owner = %(owner)s OR lease_until < now() OR owner = %(dead_owner)s)
+RETURNING generation, options
+
+-- name: renew_run_lease
+-- Heartbeat of the body's owner; returns the status so that a cancel is noticed.
+UPDATE runs SET lease_until = now() + make_interval(secs => %(lease)s)
+WHERE run_id = %(run_id)s AND owner = %(owner)s
+RETURNING status
+
+-- name: set_run_status
+-- running <-> waiting while the body waits; only by its owner.
+UPDATE runs SET status = %(status)s, updated_at = now()
+WHERE run_id = %(run_id)s AND owner = %(owner)s AND status IN ('running', 'waiting')
+
+-- name: finish_run
+-- The body ended: store its result or error and give up ownership.
+WITH payload AS (
+    INSERT INTO payloads (hash, data, size)
+    SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(hash)s::bytea IS NOT NULL
+    ON CONFLICT (hash) DO NOTHING
+)
+UPDATE runs
+SET status = %(status)s, result = %(result)s::bytea, result_hash = %(hash)s::bytea, error = %(error)s,
+    error_payload = %(error_payload)s, finished_at = now(), updated_at = now(),
+    owner = NULL, owner_pid = NULL, lease_until = NULL
+WHERE run_id = %(run_id)s AND owner = %(owner)s AND status IN ('running', 'waiting')
+RETURNING status
+
+-- name: release_run
+-- Give up ownership without finishing (interrupted, suspended): another process may go on.
+UPDATE runs SET owner = NULL, owner_pid = NULL, lease_until = NULL,
+       status = CASE WHEN status IN ('running', 'waiting') THEN 'failed' ELSE status END,
+       error = CASE WHEN status IN ('running', 'waiting') THEN %(error)s ELSE error END,
+       updated_at = now()
+WHERE run_id = %(run_id)s AND owner = %(owner)s
+
+-- name: load_journal
+-- A run's whole journal in one query; large results stay in payloads until asked for.
+SELECT name, kind, status, seq, code_fp, args_fp, result, result_hash, error, error_kind,
+       error_payload, traceback, attempts, not_before
+FROM steps WHERE run_id = %(run_id)s AND generation = %(generation)s
+
+-- name: begin_step
+-- Mark a step in flight (its attempt counted). Not flushed to disk before returning:
+-- it only tells a later execution that this attempt happened.
+WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true))
+INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, attempts, max_attempts,
+                        started_at)
+SELECT %(run_id)s, %(generation)s, %(name)s, %(kind)s, 'running', %(seq)s, %(attempt)s,
+       %(max_attempts)s, now()
+FROM cfg
+ON CONFLICT (run_id, generation, name) DO UPDATE
+SET status = 'running', attempts = EXCLUDED.attempts, max_attempts = EXCLUDED.max_attempts,
+    seq = EXCLUDED.seq, started_at = now(), finished_at = NULL
+
+-- name: complete_step
+-- Commit a step's result, inline or (with hash) once per content in payloads, in one
+-- round trip; only while this process still owns the run.
+WITH payload AS (
+    INSERT INTO payloads (hash, data, size)
+    SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(hash)s::bytea IS NOT NULL
+    ON CONFLICT (hash) DO NOTHING
+)
+INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, code_fp, args_fp, result,
+                        result_hash, result_size, attempts, max_attempts, started_at,
+                        finished_at)
+SELECT %(run_id)s, %(generation)s, %(name)s, %(kind)s, 'completed', %(seq)s, %(code_fp)s::bytea,
+       %(args_fp)s::bytea, %(result)s::bytea, %(hash)s::bytea, %(size)s, %(attempt)s, %(max_attempts)s,
+       %(started_at)s::timestamptz, now()
+WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s)
+ON CONFLICT (run_id, generation, name) DO UPDATE
+SET status = 'completed', kind = EXCLUDED.kind, seq = EXCLUDED.seq, code_fp = EXCLUDED.code_fp,
+    args_fp = EXCLUDED.args_fp, result = EXCLUDED.result, result_hash = EXCLUDED.result_hash,
+    result_size = EXCLUDED.result_size, attempts = EXCLUDED.attempts,
+    error = NULL, error_kind = NULL, error_payload = NULL, traceback = NULL,
+    started_at = EXCLUDED.started_at, finished_at = now()
+
+-- name: fail_step
+-- A step failed for good: keep its exception and traceback for the next execution.
+WITH attempt AS (
+    INSERT INTO step_attempts (run_id, generation, name, attempt, status, error, worker, started_at)
+    VALUES (%(run_id)s, %(generation)s, %(name)s, %(attempt)s, 'failed', %(error)s, %(worker)s,
+            %(started_at)s)
+    ON CONFLICT DO NOTHING
+)
+UPDATE steps
+SET status = 'failed', code_fp = %(code_fp)s, args_fp = %(args_fp)s, error = %(error)s,
+    error_kind = %(error_kind)s, error_payload = %(error_payload)s, traceback = %(traceback)s,
+    attempts = %(attempt)s, finished_at = now(), lease_until = NULL
+WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+
+-- name: record_attempt
+-- Keep a failed attempt that will be retried (history of retries).
+INSERT INTO step_attempts (run_id, generation, name, attempt, status, error, worker, started_at)
+VALUES (%(run_id)s, %(generation)s, %(name)s, %(attempt)s, %(status)s, %(error)s, %(worker)s,
+        %(started_at)s)
+ON CONFLICT DO NOTHING
+
+-- name: step_attempts
+-- The attempt history of one step.
+SELECT attempt, status, error, worker, started_at, finished_at
+FROM step_attempts
+WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+ORDER BY attempt
+
+-- name: list_steps
+-- The steps of one generation of a run, in execution order.
+SELECT name, kind, status, seq, attempts, max_attempts, error, error_kind, traceback, worker,
+       result_size, created_at, started_at, finished_at, not_before,
+       result_hash IS NOT NULL AS out_of_line
+FROM steps WHERE run_id = %(run_id)s AND generation = %(generation)s
+ORDER BY seq NULLS LAST, created_at, name
+
+-- name: get_step
+-- One step's stored outcome.
+SELECT name, kind, status, result, result_hash, error, error_kind, error_payload, traceback,
+       attempts
+FROM steps WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+
+-- name: get_payload
+-- A large result, by its content hash.
+SELECT data FROM payloads WHERE hash = %(hash)s
+
+-- name: cancel_run
+-- Cancel a run that has not ended; its owner notices at its next heartbeat or step.
+UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now(),
+       error = 'cancelled'
+WHERE run_id = %(run_id)s AND status NOT IN ('completed', 'failed', 'cancelled')
+RETURNING run_id
+
+-- name: restart_run
+-- Start a new generation: the old steps stay as history, the next execution starts afresh.
+UPDATE runs SET generation = generation + 1, status = 'pending', result = NULL,
+       result_hash = NULL, error = NULL, error_payload = NULL, finished_at = NULL,
+       owner = NULL, owner_pid = NULL, lease_until = NULL, updated_at = now()
+WHERE run_id = %(run_id)s AND (owner IS NULL OR lease_until < now())
+RETURNING generation
+
+-- name: forget_steps
+-- Drop named steps of the current generation (kept in step_attempts) so that they run again.
+WITH gone AS (
+    DELETE FROM steps s USING runs r
+    WHERE r.run_id = %(run_id)s AND s.run_id = r.run_id AND s.generation = r.generation
+      AND s.name = ANY(%(names)s)
+    RETURNING s.run_id, s.generation, s.name, s.attempts, s.status, s.error, s.worker,
+              s.started_at
+), kept AS (
+    INSERT INTO step_attempts (run_id, generation, name, attempt, status, error, worker, started_at)
+    SELECT run_id, generation, name, attempts, 'superseded:' || status, error, worker, started_at
+    FROM gone
+    ON CONFLICT DO NOTHING
+)
+SELECT name FROM gone
+
+-- name: reopen_run
+-- A run whose steps were reset goes back to pending, to be executed again.
+UPDATE runs SET status = 'pending', result = NULL, result_hash = NULL, error = NULL,
+       error_payload = NULL, finished_at = NULL, updated_at = now()
+WHERE run_id = %(run_id)s AND status IN ('completed', 'failed', 'cancelled')
+
+-- name: insert_event
+-- Deliver an event; the first one for a (run, name) wins.
+INSERT INTO events (run_id, name, payload) VALUES (%(run_id)s, %(name)s, %(payload)s)
+
+-- name: get_event
+-- An event's payload, if it was sent.
+SELECT payload FROM events WHERE run_id = %(run_id)s AND name = %(name)s
+
+-- name: set_durability
+-- Commit durability of this session: 'on' waits for the WAL flush, 'off' does not.
+SELECT set_config('synchronous_commit', %(value)s, false)
+
+-- name: retry_child
+-- Put a failed child back in the queue with one more attempt allowed.
+UPDATE steps SET status = 'scheduled', not_before = NULL, max_attempts = attempts + 1,
+       error = NULL, error_kind = NULL, error_payload = NULL, traceback = NULL,
+       lease_until = NULL, worker = NULL, finished_at = NULL
+WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+  AND status = 'failed'
