@@ -179,6 +179,7 @@ def _run_body(store: Store, body, args, kwargs, *, name, run_id, owner, generati
         finally:
             _current.reset(token)
             heartbeat.stop()
+            ex.close()
             if options.durability == "async":
                 queries.execute(conn, "set_durability", value="on")
 

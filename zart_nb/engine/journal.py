@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import traceback as tb_module
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -67,6 +68,8 @@ class Execution:
         self.used: dict[str, str] = {}
         self.seq = 0
         self.stop_reason: str | None = None  # set by the heartbeat: cancelled, lease lost
+        self.inflight: tuple[str, int, float] | None = None  # (step, attempt, since)
+        self.watch: InflightWatch | None = None
         self.lock = threading.Lock()  # the body connection, shared with helper threads
 
     def load(self) -> None:
@@ -115,9 +118,15 @@ class Execution:
         return ZartError(entry.error or f"step {entry.name!r} failed")
 
     # -- writing the journal -------------------------------------------------
-    def begin(self, name: str, kind: str, seq: int, attempt: int, max_attempts: int) -> None:
-        self._write("begin_step", run_id=self.run_id, generation=self.generation, name=name,
-                    kind=kind, seq=seq, attempt=attempt, max_attempts=max_attempts)
+    def begin(self, name: str, attempt: int) -> None:
+        """Note that ``name`` is in flight (the watch writes it down if it lasts)."""
+        if self.watch is None:
+            self.watch = InflightWatch(self)
+        self.inflight = (name, attempt, time.monotonic())
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
 
     def complete(self, name: str, kind: str, seq: int, value: Any, *, code_fp: bytes | None,
                  args_fp: bytes | None, attempt: int, max_attempts: int,
@@ -133,13 +142,14 @@ class Execution:
         if written == 0:
             raise Suspend(f"run {self.run_id!r} is no longer owned by this process")
 
-    def fail(self, name: str, error: BaseException, *, kind: str, attempt: int, started_at,
+    def fail(self, name: str, error: BaseException, *, kind: str, seq: int | None, attempt: int,
+             started_at,
              code_fp: bytes | None = None, args_fp: bytes | None = None,
              cause: BaseException | None = None) -> None:
         """Store a failed step with its pickled exception and the traceback of ``cause``."""
         shown = cause or error
         self._write("fail_step", run_id=self.run_id, generation=self.generation, name=name,
-                    attempt=attempt, error=one_line(error), error_kind=kind,
+                    kind="step", seq=seq, attempt=attempt, error=one_line(error), error_kind=kind,
                     error_payload=encode_error(error), traceback=format_traceback(shown),
                     worker=self.owner, started_at=started_at, code_fp=code_fp, args_fp=args_fp)
 
@@ -155,6 +165,47 @@ class Execution:
         except psycopg.OperationalError as exc:
             raise StoreError(f"run {self.run_id!r}: lost the database while writing step "
                              f"{params.get('name')!r}: {str(exc).strip().splitlines()[0]}") from exc
+
+
+class InflightWatch:
+    """Writes down which step the body executes, once it has run for a moment.
+
+    So that a step killed mid-way is known to have had an attempt, the run row notes
+    the step in flight. Writing that before every step would add a round trip to each
+    one; instead this thread looks every ``GRACE`` seconds and notes a step that has
+    been running longer than that. A step killed within ``GRACE`` of its start runs
+    again with its attempt under-counted by one; it still runs again (at-least-once).
+    """
+
+    GRACE = 0.02
+
+    def __init__(self, ex: Execution) -> None:
+        self.ex = ex
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name="zart-inflight")
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _loop(self) -> None:
+        noted = None
+        conn = None
+        try:
+            while not self._stop.wait(self.GRACE):
+                current = self.ex.inflight
+                if current is None or current == noted or time.monotonic() - current[2] < self.GRACE:
+                    continue
+                if conn is None:
+                    conn = self.ex.store.connect()
+                queries.execute(conn, "mark_inflight", run_id=self.ex.run_id, owner=self.ex.owner,
+                                name=current[0], attempt=current[1])
+                noted = current
+        except (ZartError, psycopg.Error):
+            return  # the database is gone; the body's own writes will say so
+        finally:
+            if conn is not None:
+                conn.close()
 
 
 def split_payload(data: bytes) -> tuple[bytes | None, bytes | None]:

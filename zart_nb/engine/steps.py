@@ -178,14 +178,14 @@ def _execute(ex: Execution, step: StepFunction, name: str, seq: int, kind: str, 
     while True:
         ex.check_live()
         started = utcnow()
-        ex.begin(name, kind, seq, attempt, max_attempts)
+        ex.begin(name, attempt)
         token = _in_step.set(StepContext(ex.run_id, ex.name, name, attempt))
         try:
             value = call_with_timeout(step.fn, args, kwargs, step.timeout)
         except _TimedOut:
             error = StepTimedOut(f"step {name!r} timed out after {step.timeout:g} s",
                                  step=name, reason="timed_out")
-            ex.fail(name, error, kind="framework", attempt=attempt, started_at=started,
+            ex.fail(name, error, kind="framework", seq=seq, attempt=attempt, started_at=started,
                     code_fp=code_fp, args_fp=args_fp)
             return Failed(error)
         except Exception as exc:
@@ -199,20 +199,21 @@ def _execute(ex: Execution, step: StepFunction, name: str, seq: int, kind: str, 
                                    f"attempts; last: {one_line(exc)}", step=name,
                                    reason="retries_exhausted")
                 error.__cause__ = exc
-                ex.fail(name, error, kind="framework", attempt=attempt, started_at=started,
+                ex.fail(name, error, kind="framework", seq=seq, attempt=attempt, started_at=started,
                         code_fp=code_fp, args_fp=args_fp, cause=exc)
                 return Failed(error)
-            ex.fail(name, exc, kind="business", attempt=attempt, started_at=started,
+            ex.fail(name, exc, kind="business", seq=seq, attempt=attempt, started_at=started,
                     code_fp=code_fp, args_fp=args_fp)
             return Err(exc)
         finally:
             _in_step.reset(token)
+            ex.inflight = None
         try:
             ex.complete(name, kind, seq, value, code_fp=code_fp, args_fp=args_fp, attempt=attempt,
                         max_attempts=max_attempts, started_at=started)
         except PayloadError as exc:
             error = StepFailed(str(exc), step=name, reason="not_picklable")
-            ex.fail(name, error, kind="framework", attempt=attempt, started_at=started,
+            ex.fail(name, error, kind="framework", seq=seq, attempt=attempt, started_at=started,
                     code_fp=code_fp, args_fp=args_fp)
             return Failed(error)
         return Ok(value)

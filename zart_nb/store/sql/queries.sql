@@ -87,22 +87,23 @@ WHERE run_id = %(run_id)s AND owner = %(owner)s
 
 -- name: load_journal
 -- A run's whole journal in one query; large results stay in payloads until asked for.
+-- The step that was in flight when the last owner stopped comes as a 'running' row.
 SELECT name, kind, status, seq, code_fp, args_fp, result, result_hash, error, error_kind,
        error_payload, traceback, attempts, not_before
 FROM steps WHERE run_id = %(run_id)s AND generation = %(generation)s
+UNION ALL
+SELECT inflight_step, 'step', 'running', NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+       inflight_attempt, NULL
+FROM runs r WHERE run_id = %(run_id)s AND inflight_step IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.run_id = r.run_id AND s.generation = %(generation)s
+                  AND s.name = r.inflight_step)
 
--- name: begin_step
--- Mark a step in flight (its attempt counted). Not flushed to disk before returning:
--- it only tells a later execution that this attempt happened.
+-- name: mark_inflight
+-- Note which step the owner is executing (its attempt counted). Not flushed to disk
+-- before the commit returns: it only tells a later execution that this attempt happened.
 WITH cfg AS (SELECT set_config('synchronous_commit', 'off', true))
-INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, attempts, max_attempts,
-                        started_at)
-SELECT %(run_id)s, %(generation)s, %(name)s, %(kind)s, 'running', %(seq)s, %(attempt)s,
-       %(max_attempts)s, now()
-FROM cfg
-ON CONFLICT (run_id, generation, name) DO UPDATE
-SET status = 'running', attempts = EXCLUDED.attempts, max_attempts = EXCLUDED.max_attempts,
-    seq = EXCLUDED.seq, started_at = now(), finished_at = NULL
+UPDATE runs SET inflight_step = %(name)s, inflight_attempt = %(attempt)s::integer
+FROM cfg WHERE run_id = %(run_id)s AND owner = %(owner)s
 
 -- name: complete_step
 -- Commit a step's result, inline or (with hash) once per content in payloads, in one
@@ -134,11 +135,16 @@ WITH attempt AS (
             %(started_at)s)
     ON CONFLICT DO NOTHING
 )
-UPDATE steps
-SET status = 'failed', code_fp = %(code_fp)s, args_fp = %(args_fp)s, error = %(error)s,
-    error_kind = %(error_kind)s, error_payload = %(error_payload)s, traceback = %(traceback)s,
-    attempts = %(attempt)s, finished_at = now(), lease_until = NULL
-WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, code_fp, args_fp, error,
+                        error_kind, error_payload, traceback, attempts, started_at, finished_at)
+VALUES (%(run_id)s, %(generation)s, %(name)s, %(kind)s, 'failed', %(seq)s, %(code_fp)s::bytea,
+        %(args_fp)s::bytea, %(error)s, %(error_kind)s, %(error_payload)s, %(traceback)s,
+        %(attempt)s, %(started_at)s, now())
+ON CONFLICT (run_id, generation, name) DO UPDATE
+SET status = 'failed', code_fp = EXCLUDED.code_fp, args_fp = EXCLUDED.args_fp,
+    error = EXCLUDED.error, error_kind = EXCLUDED.error_kind,
+    error_payload = EXCLUDED.error_payload, traceback = EXCLUDED.traceback,
+    attempts = EXCLUDED.attempts, finished_at = now(), lease_until = NULL
 
 -- name: record_attempt
 -- Keep a failed attempt that will be retried (history of retries).
@@ -182,6 +188,7 @@ RETURNING run_id
 -- name: restart_run
 -- Start a new generation: the old steps stay as history, the next execution starts afresh.
 UPDATE runs SET generation = generation + 1, status = 'pending', result = NULL,
+       inflight_step = NULL, inflight_attempt = NULL,
        result_hash = NULL, error = NULL, error_payload = NULL, finished_at = NULL,
        owner = NULL, owner_pid = NULL, lease_until = NULL, updated_at = now()
 WHERE run_id = %(run_id)s AND (owner IS NULL OR lease_until < now())

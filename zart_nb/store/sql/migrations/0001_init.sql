@@ -28,6 +28,8 @@ CREATE TABLE runs (
     owner_host    text,
     owner_pid     integer,
     lease_until   timestamptz,
+    inflight_step text,                 -- the sequential step the owner is executing now
+    inflight_attempt integer,
     created_at    timestamptz NOT NULL DEFAULT now(),
     started_at    timestamptz NOT NULL DEFAULT now(),
     finished_at   timestamptz,
@@ -44,8 +46,10 @@ CREATE TABLE payloads (
 );
 ALTER TABLE payloads ALTER COLUMN data SET STORAGE EXTERNAL;  -- already compressed-ish; skip pglz
 
+-- No foreign key to runs: its check would lock the run's row on every step commit,
+-- the hot path. Steps are removed with their run by the code that removes runs.
 CREATE TABLE steps (
-    run_id        text NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    run_id        text NOT NULL,
     generation    integer NOT NULL,
     name          text NOT NULL,
     kind          text NOT NULL
