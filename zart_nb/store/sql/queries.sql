@@ -235,3 +235,89 @@ UPDATE steps SET status = 'scheduled', not_before = NULL, max_attempts = attempt
        lease_until = NULL, worker = NULL, finished_at = NULL
 WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
   AND status = 'failed'
+
+-- name: cli_run_attempts
+-- The attempt history of every step of one generation of a run (zart-nb runs show).
+SELECT name, attempt, status, error, worker, started_at, finished_at
+FROM step_attempts
+WHERE run_id = %(run_id)s AND generation = %(generation)s
+ORDER BY name, attempt
+
+-- name: gc_preview
+-- What gc would remove: ended runs older than the cutoff, their steps, and the payloads
+-- that nothing else references (those of the doomed runs, and old orphans).
+WITH doomed AS (
+    SELECT run_id FROM runs
+    WHERE status = ANY(%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
+      AND finished_at < now() - make_interval(secs => %(seconds)s)
+), live AS (
+    SELECT result_hash AS hash FROM steps
+    WHERE result_hash IS NOT NULL AND run_id NOT IN (SELECT run_id FROM doomed)
+    UNION
+    SELECT result_hash FROM runs
+    WHERE result_hash IS NOT NULL AND run_id NOT IN (SELECT run_id FROM doomed)
+), theirs AS (
+    SELECT result_hash AS hash FROM steps
+    WHERE result_hash IS NOT NULL AND run_id IN (SELECT run_id FROM doomed)
+    UNION
+    SELECT result_hash FROM runs
+    WHERE result_hash IS NOT NULL AND run_id IN (SELECT run_id FROM doomed)
+)
+SELECT (SELECT count(*) FROM doomed) AS runs,
+       (SELECT count(*) FROM steps WHERE run_id IN (SELECT run_id FROM doomed)) AS steps,
+       (SELECT count(*) FROM payloads p
+        WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.hash = p.hash)
+          AND (p.hash IN (SELECT hash FROM theirs)
+               OR p.created_at < now() - make_interval(secs => %(seconds)s))) AS payloads
+
+-- name: gc_lock_payloads
+-- Held by each gc transaction: a step commit that inserts or reuses a payload waits
+-- for it, so that gc never deletes a payload a concurrent commit is referencing.
+LOCK TABLE payloads IN SHARE ROW EXCLUSIVE MODE
+
+-- name: gc_runs_batch
+-- Remove one batch of ended runs older than the cutoff, with their steps (no foreign
+-- key: deleted here), step_attempts and events (cascade), and the payloads only they
+-- referenced. Runs locked by someone else are skipped; live runs are never selected.
+WITH doomed AS (
+    SELECT run_id FROM runs
+    WHERE status = ANY(%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
+      AND finished_at < now() - make_interval(secs => %(seconds)s)
+    ORDER BY finished_at
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+), gone_steps AS (
+    DELETE FROM steps s USING doomed d WHERE s.run_id = d.run_id
+    RETURNING s.result_hash
+), gone_runs AS (
+    DELETE FROM runs r USING doomed d WHERE r.run_id = d.run_id
+    RETURNING r.result_hash
+), theirs AS (
+    SELECT result_hash AS hash FROM gone_steps WHERE result_hash IS NOT NULL
+    UNION
+    SELECT result_hash FROM gone_runs WHERE result_hash IS NOT NULL
+), gone_payloads AS (
+    DELETE FROM payloads p USING theirs t
+    WHERE p.hash = t.hash
+      AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.result_hash = p.hash
+                      AND s.run_id NOT IN (SELECT run_id FROM doomed))
+      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.result_hash = p.hash
+                      AND r.run_id NOT IN (SELECT run_id FROM doomed))
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone_runs) AS runs,
+       (SELECT count(*) FROM gone_steps) AS steps,
+       (SELECT count(*) FROM gone_payloads) AS payloads
+
+-- name: gc_orphan_payloads_batch
+-- Remove one batch of payloads older than the cutoff that no step or run references
+-- (left by reruns and restarts).
+WITH orphans AS (
+    SELECT p.hash FROM payloads p
+    WHERE p.created_at < now() - make_interval(secs => %(seconds)s)
+      AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.result_hash = p.hash)
+      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.result_hash = p.hash)
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM payloads p USING orphans o WHERE p.hash = o.hash

@@ -1,0 +1,52 @@
+"""Small durable bodies whose runs the CLI tests inspect and steer."""
+
+from __future__ import annotations
+
+from zart_nb import durable, step
+
+
+@step("double")
+def double(x: int) -> int:
+    return 2 * x
+
+
+@step("explode")
+def explode() -> None:
+    raise ValueError("kaboom")
+
+
+@step("blob")
+def blob(fill: bytes, size: int) -> bytes:
+    return fill * size  # over 16 KiB: stored out of line, in payloads
+
+
+@durable("cli-sum")
+def summing(x: int) -> int:
+    return double(x) + 1
+
+
+@durable("cli-fail")
+def failing(x: int) -> int:
+    y = double(x)
+    explode()
+    return y
+
+
+@durable("cli-value")
+def value(v):
+    double(1)
+    return v
+
+
+@durable("cli-blob")
+def big(fill: bytes) -> int:
+    return len(blob(fill, 20_000))
+
+
+def failed_run(run_id: str) -> None:
+    try:
+        failing(5, run_id=run_id)
+    except ValueError:
+        pass
+    else:
+        raise AssertionError("the cli-fail body should have failed")

@@ -1,0 +1,63 @@
+"""``zart-nb gc``: remove old ended runs, their journal and the payloads nobody needs.
+
+Runs go in batches, one transaction each, oldest first. A batch locks only the ended
+runs it removes (``FOR UPDATE SKIP LOCKED``: a run someone is restarting right now is
+skipped); pending, running and waiting runs are never selected. Each transaction also
+holds a lock on the payloads table that makes concurrent step commits with large
+results wait for the few milliseconds of the batch, so that a payload gc removes can
+never be the one a commit is reusing at that moment.
+"""
+
+from __future__ import annotations
+
+import click
+
+from ..store import queries
+from ..store.connection import get_store
+from .app import ENDED, Duration, console, format_duration, json_option, print_json
+
+
+@click.command("gc")
+@click.option("--older-than", "older_than", type=Duration(), required=True, metavar="DURATION",
+              help="Remove runs that ended longer ago than this: 30d, 12h, 45m, 90s, 1d12h.")
+@click.option("--status", "statuses", type=click.Choice(ENDED), multiple=True,
+              help="Only runs that ended with this status (repeatable; default: all three).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True,
+              help="Runs removed per transaction.")
+@click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
+@json_option
+def gc_cmd(older_than: int, statuses: tuple[str, ...], batch_size: int, dry_run: bool,
+           as_json: bool) -> None:
+    """Remove runs that ended long ago, with their steps, attempts, events and payloads."""
+    chosen = sorted(set(statuses or ENDED))
+    store = get_store()
+    totals = {"runs": 0, "steps": 0, "payloads": 0}
+    with store.connection() as conn:
+        if dry_run:
+            totals = dict(queries.one(conn, "gc_preview", statuses=chosen, seconds=older_than))
+        else:
+            while True:
+                with conn.transaction():
+                    queries.execute(conn, "gc_lock_payloads")
+                    batch = queries.one(conn, "gc_runs_batch", statuses=chosen,
+                                        seconds=older_than, batch=batch_size)
+                for key in totals:
+                    totals[key] += batch[key]
+                if batch["runs"] < batch_size:
+                    break
+            while True:
+                with conn.transaction():
+                    queries.execute(conn, "gc_lock_payloads")
+                    swept = queries.rowcount(conn, "gc_orphan_payloads_batch",
+                                             seconds=older_than, batch=batch_size)
+                totals["payloads"] += swept
+                if swept < batch_size:
+                    break
+    report = {"dry_run": dry_run, "older_than_s": older_than, "statuses": chosen, **totals}
+    if as_json:
+        print_json(report)
+        return
+    verb = "would remove" if dry_run else "removed"
+    console().print(f"{verb} {totals['runs']} runs, {totals['steps']} steps and "
+                    f"{totals['payloads']} payloads ({', '.join(chosen)}; ended more than "
+                    f"{format_duration(older_than)} ago)", markup=False)

@@ -1,0 +1,85 @@
+"""``zart-nb worker``, ``event send``, ``install-kernel`` and ``demo``.
+
+Each imports the layer it fronts only when it runs, so that ``zart-nb --help`` stays
+fast and a missing optional part fails only its own command.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from ..config import settings
+from ..engine.runs import send_event
+from ..errors import UsageError
+from .app import CliError, ZartGroup, dsn_option, use_dsn
+
+
+@click.command("worker")
+@dsn_option
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=None, metavar="N",
+              envvar="ZART_WORKERS", show_envvar=True,
+              help="Children executed at once (default: ZART_WORKERS, else 2).")
+@click.option("--namespace", "-n", metavar="NS", envvar="ZART_NAMESPACE", show_envvar=True,
+              help="Take children queued under this namespace (default: 'default').")
+def worker_cmd(dsn: str | None, concurrency: int | None, namespace: str | None) -> None:
+    """Execute fan-out children (and detached bodies) from the database until SIGTERM."""
+    use_dsn(dsn)
+    s = settings()
+    from ..engine.worker import run_worker
+
+    run_worker(concurrency=concurrency or s.workers or 1, namespace=namespace or s.namespace)
+
+
+@click.group("event", cls=ZartGroup)
+def event_group() -> None:
+    """Events for runs waiting in wait_for_event."""
+
+
+@event_group.command("send")
+@click.argument("run_id")
+@click.argument("name")
+@click.option("--json", "payload", metavar="PAYLOAD",
+              help="The event's payload as JSON (default: null).")
+def event_send_cmd(run_id: str, name: str, payload: str | None) -> None:
+    """Deliver event NAME to run RUN_ID; the first event of a name wins."""
+    value = None
+    if payload is not None:
+        try:
+            value = json.loads(payload)
+        except json.JSONDecodeError as exc:
+            raise click.BadParameter(f"not JSON: {exc}", param_hint="'--json'") from None
+    send_event(run_id, name, value)
+    click.echo(f"sent event {name!r} to run {run_id!r}")
+
+
+@click.command("install-kernel")
+@click.option("--user", is_flag=True, help="Install for this user (the default outside a venv).")
+@click.option("--sys-prefix", is_flag=True, help="Install into sys.prefix (this virtualenv).")
+@click.option("--prefix", metavar="PATH", help="Install under this prefix.")
+@click.option("--name", metavar="NAME", default=None,
+              help="Kernel name (default: the kernelspec module's).")
+def install_kernel_cmd(user: bool, sys_prefix: bool, prefix: str | None, name: str | None) -> None:
+    """Install the "Python 3 (zart durable)" Jupyter kernel for this Python."""
+    if sum((user, sys_prefix, prefix is not None)) > 1:
+        raise UsageError("choose at most one of --user, --sys-prefix and --prefix")
+    try:
+        from ..notebook import kernelspec
+    except ImportError as exc:
+        raise CliError(f"the kernelspec installer is not available: {exc}", 1) from None
+    default = getattr(kernelspec, "KERNEL_NAME", None) or getattr(kernelspec, "DEFAULT_NAME", "zart")
+    path = kernelspec.install(user=user, prefix=prefix, sys_prefix=sys_prefix, name=name or default)
+    click.echo(f"installed kernel {name or default!r} in {path}")
+
+
+@click.command("demo")
+def demo_cmd() -> None:
+    """Run the demo: a durable body with steps and a fan-out, killed and replayed."""
+    try:
+        from .. import demo
+    except ImportError as exc:
+        raise CliError(f"the demo is not available: {exc}", 1) from None
+    result = demo.main()
+    if isinstance(result, int) and result:
+        raise click.exceptions.Exit(result)
