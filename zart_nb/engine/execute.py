@@ -170,7 +170,7 @@ def _run_body(store: Store, body, args, kwargs, *, name, run_id, owner, generati
             return BodyResult(run_id, value, ex.report)
         except Suspend as stop:
             _release(ex, str(stop))
-            if ex.stop_reason == "cancelled":
+            if ex.stop_reason == "cancelled" or _was_cancelled(ex):
                 raise RunFailed(f"run {run_id!r} was cancelled") from None
             raise StoreError(f"run {run_id!r}: {stop}") from None
         except BaseException as exc:  # KeyboardInterrupt, SystemExit, lost database
@@ -213,6 +213,16 @@ def _release(ex: Execution, reason: str) -> None:
             queries.execute(ex.conn, "release_run", run_id=ex.run_id, owner=ex.owner, error=reason)
     except Exception:  # the database may be what failed; the lease will expire
         pass
+
+
+def _was_cancelled(ex: Execution) -> bool:
+    """A cancel that came after the heartbeat last looked: the run's row tells."""
+    try:
+        with ex.lock:
+            row = queries.one(ex.conn, "get_run", run_id=ex.run_id)
+    except Exception:
+        return False
+    return row is not None and row["status"] == "cancelled"
 
 
 def stored_outcome(store: Store, row: dict) -> Any:
