@@ -62,8 +62,14 @@ class ZartGroup(click.Group):
 
 
 def use_dsn(dsn: str | None) -> None:
-    """Make ``dsn`` the database of this process (``--dsn``); None keeps the settings."""
-    if dsn:
+    """Make ``dsn`` the database of this process when it was given as ``--dsn``.
+
+    A value that click took from ZART_DATABASE_URL is already in the settings; applying
+    it again would override a ``--dsn`` given before the subcommand.
+    """
+    ctx = click.get_current_context(silent=True)
+    source = ctx.get_parameter_source("dsn") if ctx is not None else None
+    if dsn and source in (None, click.core.ParameterSource.COMMANDLINE):
         configure(settings().evolve(database_url=dsn))
 
 
@@ -75,7 +81,7 @@ def dsn_option(fn: Callable) -> Callable:
 
 def json_option(fn: Callable) -> Callable:
     return click.option("--json", "as_json", is_flag=True,
-                        help="Print JSON instead of a table.")(fn)
+                        help="Print JSON, for scripts.")(fn)
 
 
 def print_json(value: Any) -> None:

@@ -18,12 +18,12 @@ from .app import (CliError, ZartGroup, console, dsn_option, json_option, one_lin
                   use_dsn)
 
 
-@click.group("db", cls=ZartGroup)
+@click.group("db", cls=ZartGroup, short_help="The database: URL, status, psql, migrations.")
 def db_group() -> None:
     """The database: its URL, status, a psql shell, migrations, the embedded server."""
 
 
-@db_group.command("url")
+@db_group.command("url", short_help="The DSN in use, password redacted.")
 @dsn_option
 def url_cmd(dsn: str | None) -> None:
     """The DSN in use, password redacted (starts the embedded server if it is the one)."""
@@ -31,7 +31,7 @@ def url_cmd(dsn: str | None) -> None:
     click.echo(redact(resolve_dsn(settings())))
 
 
-@db_group.command("status")
+@db_group.command("status", short_help="Server running or answering; schema version.")
 @dsn_option
 @json_option
 def status_cmd(dsn: str | None, as_json: bool) -> None:
@@ -94,7 +94,7 @@ def _print_status(info: dict) -> None:
                   f"known ({note})", markup=False)
 
 
-@db_group.command("stop")
+@db_group.command("stop", short_help="Stop the embedded server cleanly.")
 def stop_cmd() -> None:
     """Stop the embedded server cleanly (kernels and workers using it lose it)."""
     s = settings()
@@ -108,7 +108,7 @@ def stop_cmd() -> None:
         click.echo(f"the embedded server is not running ({embedded.pgdata_dir(s.home)})")
 
 
-@db_group.command("psql", context_settings={"ignore_unknown_options": True,
+@db_group.command("psql", short_help="A psql shell on the database.", context_settings={"ignore_unknown_options": True,
                                             "allow_interspersed_args": False})
 @dsn_option
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
@@ -153,7 +153,7 @@ def _psql_binary() -> str:
     return found
 
 
-@db_group.command("migrate")
+@db_group.command("migrate", short_help="Apply zart-nb's migrations to a database.")
 @dsn_option
 def migrate_cmd(dsn: str | None) -> None:
     """Apply zart-nb's migrations to the database (under an advisory lock)."""

@@ -17,12 +17,12 @@ from ..store.connection import get_store
 from .app import ENDED, Duration, console, format_duration, json_option, print_json
 
 
-@click.command("gc")
+@click.command("gc", short_help="Remove old ended runs and unreferenced payloads.")
 @click.option("--older-than", "older_than", type=Duration(), required=True, metavar="DURATION",
               help="Remove runs that ended longer ago than this: 30d, 12h, 45m, 90s, 1d12h.")
 @click.option("--status", "statuses", type=click.Choice(ENDED), multiple=True,
               help="Only runs that ended with this status (repeatable; default: all three).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=500, show_default=True, metavar="N",
               help="Runs removed per transaction.")
 @click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
 @json_option

@@ -7,16 +7,18 @@ fast and a missing optional part fails only its own command.
 from __future__ import annotations
 
 import json
+import os
 
 import click
 
 from ..config import settings
 from ..engine.runs import send_event
 from ..errors import UsageError
+from ..store.connection import get_store, redact
 from .app import CliError, ZartGroup, dsn_option, use_dsn
 
 
-@click.command("worker")
+@click.command("worker", short_help="Execute fan-out children until SIGTERM.")
 @dsn_option
 @click.option("--concurrency", "-c", type=click.IntRange(min=1), default=None, metavar="N",
               envvar="ZART_WORKERS", show_envvar=True,
@@ -27,9 +29,15 @@ def worker_cmd(dsn: str | None, concurrency: int | None, namespace: str | None) 
     """Execute fan-out children (and detached bodies) from the database until SIGTERM."""
     use_dsn(dsn)
     s = settings()
+    concurrency = concurrency or s.workers or 1
+    namespace = namespace or s.namespace
     from ..engine.worker import run_worker
 
-    run_worker(concurrency=concurrency or s.workers or 1, namespace=namespace or s.namespace)
+    store = get_store()  # a database that is down fails here, before the banner
+    click.echo(f"zart-nb worker: pid {os.getpid()}, concurrency {concurrency}, namespace "
+               f"{namespace!r}, database {redact(store.dsn)}", err=True)
+    run_worker(concurrency=concurrency, namespace=namespace)
+    click.echo("zart-nb worker: stopped", err=True)
 
 
 @click.group("event", cls=ZartGroup)
@@ -54,7 +62,7 @@ def event_send_cmd(run_id: str, name: str, payload: str | None) -> None:
     click.echo(f"sent event {name!r} to run {run_id!r}")
 
 
-@click.command("install-kernel")
+@click.command("install-kernel", short_help="Install the zart durable Jupyter kernel.")
 @click.option("--user", is_flag=True, help="Install for this user (the default outside a venv).")
 @click.option("--sys-prefix", is_flag=True, help="Install into sys.prefix (this virtualenv).")
 @click.option("--prefix", metavar="PATH", help="Install under this prefix.")
@@ -73,7 +81,7 @@ def install_kernel_cmd(user: bool, sys_prefix: bool, prefix: str | None, name: s
     click.echo(f"installed kernel {name or default!r} in {path}")
 
 
-@click.command("demo")
+@click.command("demo", short_help="Run the demo.")
 def demo_cmd() -> None:
     """Run the demo: a durable body with steps and a fan-out, killed and replayed."""
     try:

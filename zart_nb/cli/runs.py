@@ -27,7 +27,7 @@ def runs_group() -> None:
     """List, inspect and steer runs."""
 
 
-@runs_group.command("list")
+@runs_group.command("list", short_help="Runs, newest first.")
 @click.option("--status", type=click.Choice(STATUSES), help="Only runs with this status.")
 @click.option("--name", metavar="NAME", help="Only runs of this durable name.")
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True,
@@ -67,7 +67,7 @@ def _run_summary(row: dict) -> dict:
     }
 
 
-@runs_group.command("show")
+@runs_group.command("show", short_help="One run and its steps.")
 @click.argument("run_id")
 @json_option
 def show_cmd(run_id: str, as_json: bool) -> None:
@@ -136,7 +136,7 @@ def _print_run(info: dict, row: dict) -> None:
                 out.print(f"  #{a['attempt']} {a['status']}: {a['error'] or ''}", markup=False)
 
 
-@runs_group.command("cancel")
+@runs_group.command("cancel", short_help="Cancel a run.")
 @click.argument("run_id")
 def cancel_cmd(run_id: str) -> None:
     """Cancel a run: its body stops at its next step; unclaimed children are not run."""
@@ -151,7 +151,7 @@ def cancel_cmd(run_id: str) -> None:
     raise UsageError(f"run {run_id!r} already ended ({status}); there is nothing to cancel")
 
 
-@runs_group.command("restart")
+@runs_group.command("restart", short_help="Start a run afresh (new generation).")
 @click.argument("run_id")
 def restart_cmd(run_id: str) -> None:
     """Start a run afresh in a new generation; the old steps stay as history."""
@@ -160,7 +160,7 @@ def restart_cmd(run_id: str) -> None:
                "starts from the first step")
 
 
-@runs_group.command("rerun")
+@runs_group.command("rerun", short_help="Run some steps again at the next execution.")
 @click.argument("run_id")
 @click.argument("steps", nargs=-1, required=True)
 def rerun_cmd(run_id: str, steps: tuple[str, ...]) -> None:
@@ -169,7 +169,7 @@ def rerun_cmd(run_id: str, steps: tuple[str, ...]) -> None:
     click.echo(f"run {run_id!r}: {', '.join(gone)} will run again at the next execution")
 
 
-@runs_group.command("retry-step")
+@runs_group.command("retry-step", short_help="Retry a failed step.")
 @click.argument("run_id")
 @click.argument("step")
 def retry_step_cmd(run_id: str, step: str) -> None:
@@ -178,7 +178,7 @@ def retry_step_cmd(run_id: str, step: str) -> None:
     click.echo(f"run {run_id!r}: step {step!r} will be retried")
 
 
-@runs_group.command("result")
+@runs_group.command("result", short_help="An ended run's result.")
 @click.argument("run_id")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               metavar="FILE", help="Write the value to FILE instead of printing its repr: bytes "

@@ -235,7 +235,6 @@ UPDATE steps SET status = 'scheduled', not_before = NULL, max_attempts = attempt
        lease_until = NULL, worker = NULL, finished_at = NULL
 WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
   AND status = 'failed'
-
 -- name: cli_run_attempts
 -- The attempt history of every step of one generation of a run (zart-nb runs show).
 SELECT name, attempt, status, error, worker, started_at, finished_at
