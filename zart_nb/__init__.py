@@ -13,6 +13,8 @@ from .engine.model import Err, Failed, Ok, Report, RetryPolicy
 from .engine.runs import DurableFunction, Run, durable, run, runs, send_event
 from .engine.steps import StepFunction, capture, now, step
 from .engine.context import context
+from .engine.fanout import StepHandle, schedule, wait
+from .engine.waits import sleep, sleep_until, wait_for_event
 from .errors import (
     CodeChanged, DuplicateStepName, EventAlreadySent, EventTimeout, PayloadError, RunBusy,
     RunFailed, RunNotFound, StepFailed, StepTimedOut, StoreError, TemplateError, UsageError,
@@ -23,6 +25,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "step", "durable", "capture", "now", "context", "ship",
+    "schedule", "wait", "StepHandle", "sleep", "sleep_until", "wait_for_event",
     "run", "runs", "send_event", "Run", "DurableFunction", "StepFunction", "StepContext",
     "Ok", "Err", "Failed", "RetryPolicy", "Report",
     "ZartError", "UsageError", "DuplicateStepName", "TemplateError", "RunNotFound",

@@ -161,6 +161,8 @@ def _run_body(store: Store, body, args, kwargs, *, name, run_id, owner, generati
         try:
             try:
                 value = body(*args, **kwargs)
+                if ex.children is not None:
+                    ex.children.flush(ex)  # scheduled and never waited for: still queued
             except Exception as exc:
                 if on_failure is None:
                     _finish(ex, "failed", error=exc)

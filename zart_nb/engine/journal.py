@@ -70,6 +70,7 @@ class Execution:
         self.stop_reason: str | None = None  # set by the heartbeat: cancelled, lease lost
         self.inflight: tuple[str, int, float] | None = None  # (step, attempt, since)
         self.watch: InflightWatch | None = None
+        self.children = None  # fanout.Children, once the body schedules
         self.lock = threading.Lock()  # the body connection, shared with helper threads
 
     def load(self) -> None:
@@ -90,6 +91,10 @@ class Execution:
         self.used[name] = site
         self.seq += 1
         return self.seq
+
+    def set_status(self, status: str) -> None:
+        """``waiting`` while the body waits (children, sleep, event), else ``running``."""
+        self._write("set_run_status", run_id=self.run_id, owner=self.owner, status=status)
 
     def check_live(self) -> None:
         if self.stop_reason is not None:

@@ -29,6 +29,8 @@ def queries() -> dict[str, bytes]:
 
 
 def execute(conn: psycopg.Connection, query: str, /, **params: Any) -> psycopg.Cursor:
+    """Run ``query``. Parameters go in psycopg's automatic format: bytes (and arrays of
+    them) travel in binary, without escaping."""
     return conn.cursor(row_factory=dict_row).execute(queries()[query], params)
 
 

@@ -235,6 +235,135 @@ UPDATE steps SET status = 'scheduled', not_before = NULL, max_attempts = attempt
        lease_until = NULL, worker = NULL, finished_at = NULL
 WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
   AND status = 'failed'
+
+-- name: insert_children
+-- Queue a batch of children in one statement (arrays in binary); re-queues ones that
+-- failed or changed. Only while this process owns the run.
+INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, namespace, code_fp, args_fp,
+                        task, max_attempts, retry, timeout_s, attempts)
+SELECT %(run_id)s, %(generation)s, c.name, 'child', 'scheduled', c.seq, %(namespace)s,
+       c.code_fp, c.args_fp, c.task, c.max_attempts, c.retry::jsonb, c.timeout_s, 0
+FROM unnest(%(names)s::text[], %(seqs)s::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[],
+            %(tasks)s::bytea[], %(max_attempts)s::integer[], %(retries)s::text[],
+            %(timeouts)s::float8[])
+     AS c(name, seq, code_fp, args_fp, task, max_attempts, retry, timeout_s)
+WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s)
+ON CONFLICT (run_id, generation, name) DO UPDATE
+SET status = 'scheduled', kind = 'child', seq = EXCLUDED.seq, namespace = EXCLUDED.namespace,
+    code_fp = EXCLUDED.code_fp, args_fp = EXCLUDED.args_fp, task = EXCLUDED.task,
+    max_attempts = s.attempts + EXCLUDED.max_attempts, retry = EXCLUDED.retry,
+    timeout_s = EXCLUDED.timeout_s, result = NULL, result_hash = NULL, error = NULL,
+    error_kind = NULL, error_payload = NULL, traceback = NULL, not_before = NULL,
+    lease_until = NULL, worker = NULL, finished_at = NULL
+WHERE s.status <> 'running'
+
+-- name: children_outcomes
+-- The finished children among the named ones (the body's wait).
+SELECT name, status, attempts, result, result_hash, error, error_kind, error_payload
+FROM steps
+WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = ANY(%(names)s)
+  AND status IN ('completed', 'failed')
+
+-- name: claim_children
+-- A worker takes up to `limit` ready children of runs that are not cancelled.
+WITH ready AS (
+    SELECT s.run_id, s.generation, s.name
+    FROM steps s
+    WHERE s.kind = 'child' AND s.status = 'scheduled' AND s.namespace = %(namespace)s
+      AND (s.not_before IS NULL OR s.not_before <= now())
+      AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = s.run_id AND r.status = 'cancelled')
+    ORDER BY s.not_before NULLS FIRST, s.created_at, s.seq
+    LIMIT %(limit)s
+    FOR UPDATE OF s SKIP LOCKED
+)
+UPDATE steps s
+SET status = 'running', worker = %(worker)s, attempts = s.attempts + 1, started_at = now(),
+    lease_until = now() + make_interval(secs => %(lease)s)
+FROM ready
+WHERE s.run_id = ready.run_id AND s.generation = ready.generation AND s.name = ready.name
+RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry, s.timeout_s
+
+-- name: renew_child_leases
+-- A worker's heartbeat over every child it holds.
+UPDATE steps SET lease_until = now() + make_interval(secs => %(lease)s)
+WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
+
+-- name: complete_children
+-- Commit a batch of children's results at once (large ones into payloads); a child is
+-- written only by the worker that still holds it, so a committed result is written once.
+WITH done AS (
+    SELECT * FROM unnest(%(run_ids)s::text[], %(generations)s::integer[], %(names)s::text[],
+                         %(results)s::bytea[], %(hashes)s::bytea[], %(sizes)s::bigint[])
+        AS d(run_id, generation, name, result, result_hash, size)
+), payload AS (
+    INSERT INTO payloads (hash, data, size)
+    SELECT p.hash, p.data, length(p.data)
+    FROM unnest(%(payload_hashes)s::bytea[], %(payload_data)s::bytea[]) AS p(hash, data)
+    ON CONFLICT (hash) DO NOTHING
+)
+UPDATE steps s
+SET status = 'completed', result = done.result, result_hash = done.result_hash,
+    result_size = done.size, finished_at = now(), lease_until = NULL
+FROM done
+WHERE s.run_id = done.run_id AND s.generation = done.generation AND s.name = done.name
+  AND s.worker = %(worker)s AND s.status = 'running'
+RETURNING s.name
+
+-- name: fail_child
+-- A child raised: back in the queue after `retry_at`, or failed for good when it is NULL.
+WITH attempt AS (
+    INSERT INTO step_attempts (run_id, generation, name, attempt, status, error, worker, started_at)
+    SELECT %(run_id)s, %(generation)s, %(name)s, %(attempt)s, 'failed', %(error)s, %(worker)s,
+           started_at
+    FROM steps
+    WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+    ON CONFLICT DO NOTHING
+)
+UPDATE steps
+SET status = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN 'failed' ELSE 'scheduled' END,
+    not_before = %(retry_at)s::timestamptz, error = %(error)s, error_kind = %(error_kind)s,
+    error_payload = %(error_payload)s, traceback = %(traceback)s, worker = NULL,
+    lease_until = NULL,
+    finished_at = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN now() END
+WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+  AND worker = %(worker)s AND status = 'running'
+
+-- name: release_children
+-- A worker that stops gives back children it claimed but did not start (attempt undone).
+UPDATE steps SET status = 'scheduled', worker = NULL, lease_until = NULL,
+       attempts = greatest(attempts - 1, 0)
+WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
+  AND (run_id, generation, name) IN (
+      SELECT * FROM unnest(%(run_ids)s::text[], %(generations)s::integer[], %(names)s::text[]))
+
+-- name: requeue_expired_children
+-- Children whose worker stopped renewing its lease go back to the queue, their attempt
+-- counted; after two losses beyond their attempts they fail: the worker keeps dying.
+WITH expired AS (
+    SELECT run_id, generation, name FROM steps
+    WHERE kind = 'child' AND status = 'running' AND lease_until < now()
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE steps s
+SET status = CASE WHEN s.attempts >= s.max_attempts + 2 THEN 'failed' ELSE 'scheduled' END,
+    error = CASE WHEN s.attempts >= s.max_attempts + 2
+                 THEN 'worker lost: its lease expired ' || s.attempts || ' times' END,
+    error_kind = CASE WHEN s.attempts >= s.max_attempts + 2 THEN 'framework' END,
+    finished_at = CASE WHEN s.attempts >= s.max_attempts + 2 THEN now() END,
+    worker = NULL, lease_until = NULL
+FROM expired
+WHERE s.run_id = expired.run_id AND s.generation = expired.generation AND s.name = expired.name
+RETURNING s.run_id, s.name, s.status
+
+-- name: start_wait
+-- A sleep or an event wait begins: its wake time or deadline is stored, so that a
+-- restarted body waits only for the remainder.
+INSERT INTO steps (run_id, generation, name, kind, status, seq, not_before, attempts, started_at)
+SELECT %(run_id)s, %(generation)s, %(name)s, %(kind)s, 'running', %(seq)s,
+       %(not_before)s::timestamptz, 1, now()
+WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s)
+ON CONFLICT (run_id, generation, name) DO NOTHING
+
 -- name: cli_run_attempts
 -- The attempt history of every step of one generation of a run (zart-nb runs show).
 SELECT name, attempt, status, error, worker, started_at, finished_at

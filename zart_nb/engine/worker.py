@@ -1,0 +1,313 @@
+"""Workers: processes that run scheduled children for any run, on any machine.
+
+A worker claims ready children with ``FOR UPDATE SKIP LOCKED`` (a batch when children
+are quick), runs them on ``concurrency`` threads, and commits finished results in
+batches; a heartbeat renews the leases of what it holds and puts back the children of
+workers whose leases expired. SIGTERM stops claiming, gives back what it had not
+started, and finishes what it had. ``LocalPool`` is the pool of worker processes a
+notebook kernel or a script starts for itself; they stop when their parent dies.
+
+``python -m zart_nb.engine.worker [--concurrency N] [--namespace NS] [--parent PID]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_futures
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import psycopg
+
+from .. import codec
+from ..errors import PayloadError, StepFailed, StepTimedOut, ZartError
+from ..store import queries
+from ..store.connection import Store, get_store
+from ..store.notify import WORK_CHANNEL, listener
+from .execute import HOST
+from .journal import StepContext, _in_step, encode_error, format_traceback, one_line, split_payload, utcnow
+from .model import RetryPolicy
+from .steps import _TimedOut, call_with_timeout
+
+POLL_SECONDS = 2.0
+FLUSH_SECONDS = 0.02  # finished results wait at most this long to be committed together
+QUICK_CHILD = 0.02  # children faster than this are claimed in batches
+BATCH_PER_SLOT = 16
+
+
+@dataclass
+class _Done:
+    row: dict
+    data: bytes | None = None  # the encoded result when the child succeeded
+    error: BaseException | None = None
+    error_kind: str = "business"
+    cause: BaseException | None = None
+    retry_at: Any = None
+    seconds: float = 0.0
+
+
+class Worker:
+    def __init__(self, store: Store, *, concurrency: int = 1, namespace: str | None = None,
+                 parent_pid: int | None = None) -> None:
+        if concurrency < 1:
+            raise ZartError(f"worker concurrency must be at least 1, not {concurrency}")
+        self.store = store
+        self.concurrency = concurrency
+        self.namespace = namespace or store.settings.namespace
+        self.parent_pid = parent_pid
+        self.name = f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.stopping = threading.Event()
+        self.lease = store.settings.lease_seconds
+        self._avg_seconds = 1.0
+
+    # -- the claim loop --------------------------------------------------------
+    def run(self) -> None:
+        notes = listener(self.store, WORK_CHANNEL)
+        heartbeat = threading.Thread(target=self._heartbeat, daemon=True, name="zart-worker-lease")
+        heartbeat.start()
+        claim_conn = self.store.connect()
+        result_conn = self.store.connect()
+        queries.execute(claim_conn, "set_durability", value="off")  # a lost claim is re-run
+        queued: deque[dict] = deque()
+        running: dict[Future, dict] = {}
+        finished: list[_Done] = []
+        last_flush = time.monotonic()
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="zart-child") as pool, \
+                claim_conn, result_conn:
+            try:
+                while not self._should_stop():
+                    token = notes.token(self.namespace)
+                    room = self._room(len(queued) + len(running))
+                    claimed = []
+                    if room > 0:
+                        claimed = queries.all_rows(
+                            claim_conn, "claim_children", namespace=self.namespace,
+                            worker=self.name, limit=room, lease=self.lease)
+                        queued.extend(claimed)
+                    while queued and len(running) < self.concurrency:
+                        row = queued.popleft()
+                        running[pool.submit(self._run_child, row)] = row
+                    if running:
+                        done, _ = wait_futures(list(running), timeout=FLUSH_SECONDS,
+                                               return_when=FIRST_COMPLETED)
+                        for future in done:
+                            running.pop(future)
+                            finished.append(future.result())
+                    if finished and (not running or time.monotonic() - last_flush > FLUSH_SECONDS
+                                     or len(finished) >= 64):
+                        self._commit(result_conn, finished)
+                        finished, last_flush = [], time.monotonic()
+                    if not running and not queued and not claimed:
+                        notes.wait(self.namespace, token, POLL_SECONDS)
+            finally:
+                self._give_back(claim_conn, queued)
+                for future in list(running):
+                    finished.append(future.result())  # finish what was started
+                if finished:
+                    self._commit(result_conn, finished)
+
+    def _room(self, held: int) -> int:
+        per_slot = BATCH_PER_SLOT if self._avg_seconds < QUICK_CHILD else 1
+        return self.concurrency * per_slot - held
+
+    def _should_stop(self) -> bool:
+        if self.parent_pid is not None and os.getppid() != self.parent_pid:
+            self.stopping.set()
+        return self.stopping.is_set()
+
+    # -- one child ---------------------------------------------------------------
+    def _run_child(self, row: dict) -> _Done:
+        name, attempt = row["name"], row["attempts"]
+        started = time.monotonic()
+        try:
+            fn, args, kwargs = codec.decode(row["task"], what=f"child {name!r}")
+        except PayloadError as exc:
+            return _Done(row, error=StepFailed(str(exc), step=name, reason="not_loadable"),
+                         error_kind="framework")
+        except Exception as exc:  # unpickling imports the function's module
+            return _Done(row, error=StepFailed(
+                f"child {name!r}: cannot load its function on worker {self.name}: "
+                f"{one_line(exc)}; install that module on the workers, or send it with "
+                "zart_nb.ship(module) before scheduling", step=name, reason="not_loadable"),
+                error_kind="framework")
+        token = _in_step.set(StepContext(row["run_id"], None, name, attempt))
+        try:
+            value = call_with_timeout(fn, args, kwargs, row["timeout_s"])
+        except _TimedOut:
+            return _Done(row, error=StepTimedOut(f"child {name!r} timed out after "
+                                                 f"{row['timeout_s']:g} s", step=name,
+                                                 reason="timed_out"), error_kind="framework")
+        except Exception as exc:
+            return self._failure(row, exc, time.monotonic() - started)
+        finally:
+            _in_step.reset(token)
+        seconds = time.monotonic() - started
+        self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * seconds
+        try:
+            data = codec.encode(value, what="result", owner=f"child {name!r}")
+        except PayloadError as exc:
+            return _Done(row, error=StepFailed(str(exc), step=name, reason="not_picklable"),
+                         error_kind="framework")
+        return _Done(row, data=data, seconds=seconds)
+
+    def _failure(self, row: dict, exc: Exception, seconds: float) -> _Done:
+        policy = RetryPolicy(**row["retry"]) if row["retry"] else RetryPolicy()
+        attempt, name = row["attempts"], row["name"]
+        if attempt < row["max_attempts"]:
+            delay = policy.delay_before(max(1, attempt - row["max_attempts"] + policy.max_attempts))
+            return _Done(row, error=exc, retry_at=utcnow() + timedelta(seconds=delay), seconds=seconds)
+        if policy.retries:
+            error = StepFailed(f"child {name!r} failed after {attempt} attempts; last: "
+                               f"{one_line(exc)}", step=name, reason="retries_exhausted")
+            error.__cause__ = exc
+            return _Done(row, error=error, error_kind="framework", cause=exc, seconds=seconds)
+        return _Done(row, error=exc, seconds=seconds)
+
+    # -- committing ---------------------------------------------------------------
+    def _commit(self, conn: psycopg.Connection, finished: list[_Done]) -> None:
+        ok = [d for d in finished if d.error is None]
+        if ok:
+            split = [split_payload(d.data) for d in ok]
+            queries.execute(
+                conn, "complete_children", worker=self.name,
+                run_ids=[d.row["run_id"] for d in ok],
+                generations=[d.row["generation"] for d in ok],
+                names=[d.row["name"] for d in ok],
+                results=[inline for inline, _ in split],
+                hashes=[digest for _, digest in split],
+                sizes=[len(d.data) for d in ok],
+                payload_hashes=[digest for _, digest in split if digest is not None],
+                payload_data=[d.data for d, (_, digest) in zip(ok, split) if digest is not None])
+        for d in finished:
+            if d.error is not None:
+                queries.execute(
+                    conn, "fail_child", run_id=d.row["run_id"], generation=d.row["generation"],
+                    name=d.row["name"], attempt=d.row["attempts"], worker=self.name,
+                    error=one_line(d.error), error_kind=d.error_kind,
+                    error_payload=encode_error(d.error),
+                    traceback=format_traceback(d.cause or d.error), retry_at=d.retry_at)
+
+    def _give_back(self, conn: psycopg.Connection, queued: deque) -> None:
+        if queued:
+            rows = list(queued)
+            queries.execute(conn, "release_children", worker=self.name,
+                            run_ids=[r["run_id"] for r in rows],
+                            generations=[r["generation"] for r in rows],
+                            names=[r["name"] for r in rows])
+            queued.clear()
+
+    # -- leases ------------------------------------------------------------------
+    def _heartbeat(self) -> None:
+        while not self.stopping.wait(self.lease / 3):
+            try:
+                with self.store.connection() as conn:
+                    queries.execute(conn, "renew_child_leases", worker=self.name, lease=self.lease)
+                    queries.execute(conn, "requeue_expired_children")
+            except ZartError:
+                continue  # the database is away; leases are renewed when it is back
+
+
+def run_worker(*, concurrency: int = 1, namespace: str | None = None,
+               parent_pid: int | None = None, store: Store | None = None) -> None:
+    """Run children until SIGTERM/SIGINT (or the parent process ``parent_pid`` dies)."""
+    worker = Worker(store or get_store(), concurrency=concurrency, namespace=namespace,
+                    parent_pid=parent_pid)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: worker.stopping.set())
+    worker.run()
+
+
+class LocalPool:
+    """Worker processes of this kernel or script; each stops when its parent dies."""
+
+    def __init__(self, size: int, *, namespace: str | None = None, store: Store | None = None) -> None:
+        self.size = size
+        self.store = store or get_store()
+        self.namespace = namespace or self.store.settings.namespace
+        self.procs: list[subprocess.Popen] = []
+
+    def start(self) -> LocalPool:
+        env = dict(os.environ, ZART_DATABASE_URL=self.store.dsn, ZART_SCHEMA=self.store.schema,
+                   ZART_SECRET=codec.secret_key().decode(), ZART_NAMESPACE=self.namespace,
+                   ZART_LEASE_SECONDS=str(self.store.settings.lease_seconds))
+        self.procs = [p for p in self.procs if p.poll() is None]
+        while len(self.procs) < self.size:
+            self.procs.append(subprocess.Popen(
+                [sys.executable, "-m", "zart_nb.engine.worker", "--parent", str(os.getpid())],
+                env=env, stdin=subprocess.DEVNULL))
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs = []
+
+    def status(self) -> list[dict]:
+        return [{"pid": p.pid, "alive": p.poll() is None, "returncode": p.returncode}
+                for p in self.procs]
+
+
+_pools: dict[tuple[str, str], LocalPool] = {}
+
+
+def local_pool(store: Store, size: int, namespace: str) -> LocalPool:
+    """This process's pool for ``store``'s database, started (or topped up) to ``size``."""
+    key = (store.dsn, namespace)
+    pool = _pools.get(key)
+    if pool is None:
+        if not _pools:
+            atexit.register(stop_local_pools)
+        pool = _pools[key] = LocalPool(size, namespace=namespace, store=store)
+    pool.size = max(pool.size, size)
+    return pool.start()
+
+
+def stop_local_pools() -> None:
+    for pool in _pools.values():
+        pool.stop()
+    _pools.clear()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this process when its parent dies (the loop checks getppid too)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m zart_nb.engine.worker")
+    parser.add_argument("--concurrency", type=int, default=1)
+    parser.add_argument("--namespace")
+    parser.add_argument("--parent", type=int, help="stop when this process is gone")
+    args = parser.parse_args(argv)
+    if args.parent is not None:
+        _die_with_parent()
+        if os.getppid() != args.parent:
+            return
+    run_worker(concurrency=args.concurrency, namespace=args.namespace, parent_pid=args.parent)
+
+
+if __name__ == "__main__":
+    main()

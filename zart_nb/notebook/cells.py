@@ -1,0 +1,234 @@
+"""A cell's code: compiled once, split at its last expression, and what names it reads/binds.
+
+``CellCode`` turns a cell's text (after IPython's input transformations, so ``!ls``
+and line magics inside work) into two code objects: the statements, executed in the
+user's namespace, and the final expression, evaluated for the cell's value, as
+IPython does for ``Out[n]``.
+
+``reads`` are the names the cell takes from the namespace: referenced before the cell
+binds them (in order of execution, statement by statement), plus the module-level
+names that functions and comprehensions of the cell use. ``binds`` are the names the
+cell's top level assigns, imports or defines, plus the names whose items or attributes
+it assigns (``df["x"] = …`` changes ``df``). Both are over-approximations on purpose:
+a name wrongly taken as read only costs a re-execution, one missed would replay a
+stale cell.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import symtable
+import types
+from dataclasses import dataclass, field
+
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@dataclass
+class CellCode:
+    """The compiled cell; ``source`` is the user's text, ``python`` what was compiled."""
+
+    source: str
+    python: str
+    body: types.CodeType
+    last: types.CodeType | None
+    silent: bool  # ends with ';': the value is not shown
+    reads: list[str] = field(default_factory=list)
+    binds: list[str] = field(default_factory=list)
+
+    @property
+    def code_fp(self) -> bytes:
+        """Fingerprint of the cell's code: its text, without trailing blanks per line."""
+        text = "\n".join(line.rstrip() for line in self.source.strip().splitlines())
+        return hashlib.blake2b(text.encode(), digest_size=16).digest()
+
+    def run(self, namespace: dict):
+        """Execute the cell in ``namespace``; the last expression's value (or None)."""
+        __tracebackhide__ = True  # noqa: F841 (IPython hides this frame)
+        exec(self.body, namespace)
+        if self.last is None:
+            return None
+        value = eval(self.last, namespace)
+        return None if self.silent else value
+
+
+def compile_cell(source: str, shell=None, *, filename: str | None = None) -> CellCode:
+    """Compile ``source``; with an IPython ``shell``, transformed and cached for tracebacks.
+
+    A SyntaxError propagates as is (the user's cell has it, IPython shows it).
+    """
+    python = shell.transform_cell(source) if shell is not None else source
+    if filename is None:
+        if shell is not None:
+            filename = shell.compile.cache(python, shell.execution_count, raw_code=source)
+        else:
+            filename = "<zart cell>"
+    tree = ast.parse(python, filename=filename)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        expr = ast.Expression(tree.body.pop().value)
+        last = compile(expr, filename, "eval")
+    body = compile(tree, filename, "exec")
+    silent = python.rstrip().endswith(";")
+    reads, binds = analyse(python)
+    return CellCode(source, python, body, last, silent, reads, binds)
+
+
+# -- which names a cell reads and binds -------------------------------------------
+
+def analyse(python: str) -> tuple[list[str], list[str]]:
+    """(names read from the namespace, names bound) by ``python`` (valid source)."""
+    tree = ast.parse(python)
+    reads: list[str] = []
+    bound: set[str] = set()
+    for stmt in tree.body:
+        for name in sorted(_reads_of(stmt) - bound - set(reads)):
+            if _first_use(stmt, name) == "read":
+                reads.append(name)
+        bound |= _stores(stmt)
+    binds = sorted(_stores_all(tree) | _mutated(tree))
+    return reads, binds
+
+
+def _reads_of(node: ast.AST | None) -> set[str]:
+    """Names ``node`` (a statement or an expression) takes from the module namespace,
+    its own nested functions, lambdas and comprehensions included (their locals not)."""
+    if node is None:
+        return set()
+    table = symtable.symtable(ast.unparse(node), "<cell>", "exec")
+    return {s.get_name() for s in table.get_symbols() if s.is_referenced()} | _nested_globals(table)
+
+
+def _nested_globals(table: symtable.SymbolTable) -> set[str]:
+    found: set[str] = set()
+    for child in table.get_children():
+        for sym in child.get_symbols():
+            if sym.is_global() and sym.is_referenced():
+                found.add(sym.get_name())
+        found |= _nested_globals(child)
+    return found
+
+
+def _target_reads(node: ast.AST | None) -> set[str]:
+    """Names an assignment target reads: ``a`` in ``a[i] = …`` (and ``i``)."""
+    if node is None:
+        return set()
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _mentions(stmt: ast.stmt, name: str) -> bool:
+    return name in _reads_of(stmt) or name in _stores(stmt)
+
+
+def _first_use(stmt: ast.stmt, name: str) -> str:
+    """"read" when executing ``stmt`` may read ``name`` before binding it, else "bound"."""
+    if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+        targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+        target_reads = set().union(*(_target_reads(t) for t in targets))
+        return "read" if name in _reads_of(stmt.value) | target_reads else "bound"
+    if isinstance(stmt, ast.AugAssign):
+        return "read"
+    if isinstance(stmt, (ast.For, ast.AsyncFor)):
+        if name in _reads_of(stmt.iter):
+            return "read"
+        if name in _stores(ast.Expr(stmt.target)) and name not in _target_reads(stmt.target):
+            return "bound"
+        return _first_in(stmt.body + stmt.orelse, name)
+    if isinstance(stmt, (ast.With, ast.AsyncWith)):
+        for item in stmt.items:
+            if name in _reads_of(item.context_expr):
+                return "read"
+            if item.optional_vars is not None and name in _stores(ast.Expr(item.optional_vars)):
+                return "bound"
+        return _first_in(stmt.body, name)
+    if isinstance(stmt, (ast.If, ast.While)):
+        if name in _reads_of(stmt.test):
+            return "read"
+        return _first_in(stmt.body + stmt.orelse, name)
+    if isinstance(stmt, ast.Try):
+        return _first_in(stmt.body, name)
+    # imports, definitions (decorators, defaults and the globals their bodies use), others
+    return "read" if name in _reads_of(stmt) else "bound"
+
+
+def _first_in(stmts: list[ast.stmt], name: str) -> str:
+    for stmt in stmts:
+        if _mentions(stmt, name):
+            return _first_use(stmt, name)
+    return "read"
+
+
+def _stores(stmt: ast.stmt) -> set[str]:
+    """Names bound at the cell's top level by ``stmt`` (not inside functions/classes)."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            found.add(node.name)
+            return
+        if isinstance(node, (ast.Lambda, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)):
+            return
+        if isinstance(node, ast.Name) and isinstance(node.ctx, (ast.Store, ast.Del)):
+            found.add(node.id)
+        elif isinstance(node, ast.NamedExpr):
+            found.add(node.target.id)
+        elif isinstance(node, ast.alias):
+            found.add((node.asname or node.name).split(".")[0])
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            found.add(node.name)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    visit(stmt)
+    return found
+
+
+def _stores_all(tree: ast.Module) -> set[str]:
+    found: set[str] = set()
+    for stmt in tree.body:
+        found |= _stores(stmt)
+    return found
+
+
+def _mutated(tree: ast.Module) -> set[str]:
+    """Names whose item or attribute the top level assigns: ``df["x"] = …``, ``obj.a += 1``."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        targets: list[ast.AST] = []
+        if isinstance(node, ast.Assign):
+            targets = node.targets
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            targets = [node.target]
+        for target in targets:
+            while isinstance(target, (ast.Subscript, ast.Attribute)):
+                target = target.value
+                if isinstance(target, ast.Name):
+                    found.add(target.id)
+    return found
+
+
+# -- tracebacks without the library's frames ------------------------------------
+
+def without_library_frames(exc: BaseException) -> BaseException:
+    """``exc`` with zart_nb's own frames cut out of its traceback (and its causes')."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = _filter(current.__traceback__)
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def _filter(tb: types.TracebackType | None) -> types.TracebackType | None:
+    frames = []
+    while tb is not None:
+        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+            frames.append(tb)
+        tb = tb.tb_next
+    result = None
+    for item in reversed(frames):
+        result = types.TracebackType(result, item.tb_frame, item.tb_lasti, item.tb_lineno)
+    return result
