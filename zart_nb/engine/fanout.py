@@ -21,6 +21,7 @@ from .. import codec
 from ..errors import CodeChanged, PayloadError, StepFailed, UsageError
 from ..store import queries
 from ..store.notify import listener
+from . import hooks
 from .fingerprint import code_fingerprint
 from .journal import Execution, current, in_step
 from .model import Entry, RetryPolicy
@@ -157,6 +158,9 @@ def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) ->
     waiting = {h.name: h for h in items if h.outcome is None}
     if not waiting:
         return
+    if not ex.progress_shown:
+        ex.progress_shown = True
+        hooks.progress(ex.run_id)
     ex.set_status("waiting")
     notes = listener(ex.store)
     try:

@@ -71,6 +71,7 @@ class Execution:
         self.inflight: tuple[str, int, float] | None = None  # (step, attempt, since)
         self.watch: InflightWatch | None = None
         self.children = None  # fanout.Children, once the body schedules
+        self.progress_shown = False
         self.lock = threading.Lock()  # the body connection, shared with helper threads
 
     def load(self) -> None:
