@@ -1,0 +1,168 @@
+"""The magics in this process, through IPython's InteractiveShell (no kernel): argument
+parsing, one-line errors, and the cell machinery on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import io
+from contextlib import redirect_stderr, redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from zart_nb.notebook.cells import analyse
+from zart_nb.notebook.durable_cell import parse_duration
+from zart_nb.errors import UsageError
+
+
+@pytest.fixture(scope="module")
+def ip():
+    from IPython.testing.globalipapp import get_ipython
+
+    shell = get_ipython()
+    shell.run_line_magic("load_ext", "zart_nb")
+    yield shell
+    shell.run_line_magic("unload_ext", "zart_nb")
+
+
+def run(ip, cell: str):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        result = ip.run_cell(cell)
+    return result, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.parametrize("text, seconds", [("90s", 90), ("30m", 1800), ("1.5h", 5400),
+                                           ("500ms", 0.5), ("12", 12), ("2d", 172800)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "5x", "-3s", "0", "m"])
+def test_bad_durations(text):
+    with pytest.raises(UsageError):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize("source, reads, binds", [
+    ("x = 1\ny = x + z", ["z"], ["x", "y"]),
+    ("df = load()\ndf['a'] = 1\ndf", ["load"], ["df"]),
+    ("x = x + 1", ["x"], ["x"]),
+    ("for i in range(3):\n    print(i)", ["print", "range"], ["i"]),
+    ("def f(df):\n    return df + g\ndf = f(1)\ndf", ["g"], ["df", "f"]),
+    ("ys = [x for x in xs]\nx = 3", ["xs"], ["x", "ys"]),
+    ("import os\nos.getcwd()", [], ["os"]),
+    ("lst.append(1)", ["lst"], []),
+    ("with open(p) as f:\n    t = f.read()", ["open", "p"], ["f", "t"]),
+    ("obj.a += 1", ["obj"], ["obj"]),
+])
+def test_reads_and_binds(source, reads, binds):
+    assert analyse(source) == (reads, binds)
+
+
+@pytest.mark.parametrize("cell, reason", [
+    ("%%zart_durable\nx = 1", "the following arguments are required: NAME"),
+    ("%%zart_durable n --bogus\nx = 1", "unrecognized arguments: --bogus"),
+    ("%%zart_durable n --timeout 5x\n1", "--timeout '5x' is not a duration"),
+    ("%%zart_durable n --on-failure nope\n1", "--on-failure 'nope' does not evaluate"),
+    ("%%zart_durable n --on-change sometimes\n1", "invalid choice: 'sometimes'"),
+    ("%%zart_durable n --detach\n1", "--detach is not available yet"),
+    ("%%zart_step\nx = 1", "the following arguments are required: NAME"),
+    ("%zart_event r1", "missing NAME"),
+    ("%zart_event", "missing ID and NAME"),
+    ("%zart_event r1 e (1/0", "EXPR '(1/0' does not evaluate"),
+    ("%zart_event r1 e undefined_name", "NameError"),
+    ("%zart_worker fly", "invalid choice: 'fly'"),
+    ("%zart_runs --limit 0", "--limit must be at least 1"),
+    ("%zart_attach", "the following arguments are required: ID"),
+])
+def test_usage_errors_are_one_line_with_usage(ip, cell, reason):
+    result, out, err = run(ip, cell)
+    assert not result.success
+    assert err.startswith("UsageError: %")
+    lines = err.strip().splitlines()
+    assert len(lines) == 2, err
+    assert reason in lines[0]
+    assert lines[1].startswith("usage: %")
+    assert "Traceback" not in err + out
+
+
+def test_unknown_run_is_a_usage_error(ip, zart_env):
+    for cell in ("%zart_attach nosuch", "%zart_resume nosuch", "%zart_load nosuch",
+                 "%zart_event nosuch approval 1"):
+        result, out, err = run(ip, cell)
+        assert not result.success
+        assert err.startswith("UsageError: %"), (cell, err)
+        assert "nosuch" in err and "does not exist" in err
+        assert "Traceback" not in err
+
+
+def test_durable_cell_binds_variables_and_replays(ip, zart_env, tmp_path: Path):
+    log = tmp_path / "log.txt"
+    ip.user_ns["LOG"] = str(log)
+    setup = (
+        "from zart_nb import step\n"
+        "@step('add-{i}')\n"
+        "def add(i):\n"
+        "    with open(LOG, 'a') as f:\n"
+        "        f.write(f'{i}\\n')\n"
+        "    return i * 10\n")
+    assert run(ip, setup)[0].success
+    cell = "%%zart_durable inproc\nvalues = [add(i) for i in range(3)]\ntotal = sum(values)\ntotal\n"
+    result, out, err = run(ip, cell)
+    assert result.success, err
+    assert result.result == 30
+    assert "zart: run 'inproc': 0 replayed, 3 executed" in out
+    del ip.user_ns["values"], ip.user_ns["total"]
+    result, out, err = run(ip, cell)
+    assert result.success, err
+    assert ip.user_ns["values"] == [0, 10, 20] and ip.user_ns["total"] == 30
+    assert "3 replayed, 0 executed" in out
+    assert log.read_text().split() == ["0", "1", "2"]
+
+
+def test_cell_error_shows_the_users_traceback_only(ip, zart_env):
+    result, out, err = run(ip, "%%zart_durable boom\nx = 1\nraise ValueError('bad input')\n")
+    assert not result.success
+    assert isinstance(result.error_in_exec, ValueError)
+    frames = []
+    tb = result.error_in_exec.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    assert not any("/zart_nb/engine/" in f for f in frames), frames
+
+
+def test_unpicklable_result_is_shown_and_stored_as_none(ip, zart_env):
+    result, out, err = run(ip, "%%zart_durable lockrun\nimport threading\nthreading.Lock()\n")
+    assert result.success, err
+    assert "lock" in type(result.result).__name__.lower()
+    assert "cannot be stored" in out
+    from zart_nb import Run
+
+    assert Run("lockrun").result() is None
+
+
+def test_step_cell_stores_and_restores(ip, zart_env):
+    assert run(ip, "%zart_run inproc-nb")[0].success
+    cell = "%%zart_step first\nprint('hello')\na = 41\nb = a + 1\nb\n"
+    result, out, err = run(ip, cell)
+    assert result.success, err
+    assert result.result == 42
+    assert "checkpointed in run 'inproc-nb'" in out and "a, b" in out
+    del ip.user_ns["a"], ip.user_ns["b"]
+    result, out, err = run(ip, cell)
+    assert result.success, err
+    assert out.startswith("zart: step cell 'first' restored")
+    assert "hello" in out
+    assert ip.user_ns["a"] == 41 and result.result == 42
+
+
+def test_unpicklable_variable_is_named(ip, zart_env):
+    run(ip, "%zart_run inproc-nb2")
+    cell = "%%zart_step lock\nimport threading\nguard = threading.Lock()\nn = 1\n"
+    result, out, err = run(ip, cell)
+    assert not result.success
+    assert "'guard'" in (err + out) and "--exclude guard" in (err + out)
+    result, out, err = run(ip, cell.replace("lock\n", "lock --exclude guard\n", 1))
+    assert result.success, err
+    assert "2 variables: n, threading" in out

@@ -1,0 +1,54 @@
+"""``%load_ext zart_nb`` (or the "Python 3 (zart durable)" kernel): registers the magics
+and says, in one line, which database the kernel's runs go to. Nothing connects yet:
+the store opens at the first magic that needs it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_loaded: dict[int, object] = {}
+
+
+def banner() -> str:
+    """One line: zart-nb's version and where runs are stored (password redacted)."""
+    from .. import __version__
+    from ..config import settings
+    from ..errors import UsageError
+
+    try:
+        s = settings()
+    except UsageError as exc:
+        return f"zart-nb {__version__}: configuration error: {exc}"
+    if s.database_url:
+        from ..store.connection import redact
+
+        where = redact(s.database_url)
+    else:
+        home = s.home
+        try:
+            home = Path("~") / home.relative_to(Path.home())
+        except ValueError:
+            pass
+        where = f"embedded PostgreSQL in {home}"
+    return f"zart-nb {__version__}: runs are stored in {where} (schema {s.schema})"
+
+
+def load(ipython) -> None:
+    from .magics import ZartMagics
+
+    magics = ZartMagics(shell=ipython)
+    ipython.register_magics(magics)
+    _loaded[id(ipython)] = magics
+    print(banner(), flush=True)
+
+
+def unload(ipython) -> None:
+    magics = _loaded.pop(id(ipython), None)
+    if magics is None:
+        return
+    magics.stop()
+    table = ipython.magics_manager.magics
+    for kind in ("line", "cell"):
+        for name in list(table[kind]):
+            if name.startswith("zart_"):
+                del table[kind][name]

@@ -1,0 +1,351 @@
+"""The magics of zart-nb: thin adapters that parse their arguments and call the engine.
+
+A mistake in a magic's arguments (an unknown option, a missing NAME, an expression
+that does not evaluate, a run that does not exist) is shown as IPython's one-line
+``UsageError``: the reason, then the magic's usage line. A ``zart_nb.errors.UsageError``
+raised while a cell executes (a duplicate step name, a changed step under
+``--on-change error``) is shown as one line too, without the usage line.
+"""
+
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
+
+from IPython.core.error import UsageError as IPyUsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
+from IPython.display import display
+from traitlets import Enum
+
+from ..errors import UsageError
+from .durable_cell import CellError, DurableRequest, parse_duration, run_durable_cell, say
+
+ON_CHANGE = ("rerun", "error", "ignore")
+
+
+def usage_of(func: Callable, cell: bool = False) -> str:
+    """The one-line usage of a magic, from its argument parser."""
+    text = func.parser.format_usage().replace("::", "").strip()
+    text = re.sub(r"\s+", " ", text)
+    return "usage: " + ("%" if cell else "") + text
+
+
+@magics_class
+class ZartMagics(Magics):
+    """``%%zart_durable``, ``%%zart_step`` and the line magics that look at runs."""
+
+    default_on_change = Enum(ON_CHANGE, default_value="rerun",
+                             help="--on-change when a magic is not given one").tag(config=True)
+
+    def __init__(self, shell=None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.notebook_run: str | None = None
+        self.pool = None
+
+    # -- helpers -------------------------------------------------------------
+    def _parse(self, func: Callable, line: str, cell: bool = False):
+        try:
+            return parse_argstring(func, line)
+        except (IPyUsageError, ValueError) as exc:
+            raise IPyUsageError(f"{_magic_name(func, cell)}: {exc}\n{usage_of(func, cell)}") from None
+
+    def _bad(self, func: Callable, reason: str, cell: bool = False) -> IPyUsageError:
+        return IPyUsageError(f"{_magic_name(func, cell)}: {reason}\n{usage_of(func, cell)}")
+
+    @contextmanager
+    def _front(self, func: Callable, cell: bool = False, *, arguments: bool = False) -> Iterator[None]:
+        """zart's UsageError as IPython's one line (with the usage line for argument errors)."""
+        try:
+            yield
+        except UsageError as exc:
+            if arguments:
+                raise self._bad(func, str(exc), cell) from None
+            raise IPyUsageError(str(exc)) from None
+
+    def _callable(self, func: Callable, expr: str, what: str, cell: bool) -> Callable:
+        try:
+            value = self.shell.ev(expr)
+        except Exception as exc:
+            raise self._bad(func, f"{what} {expr!r} does not evaluate: "
+                                  f"{type(exc).__name__}: {exc}", cell) from None
+        if not callable(value):
+            raise self._bad(func, f"{what} {expr!r} is a {type(value).__name__}, not a function", cell)
+        return value
+
+    def current_run(self) -> str:
+        from .step_cells import default_run_name
+
+        return self.notebook_run or default_run_name(self.shell)
+
+    # -- cells ---------------------------------------------------------------
+    @magic_arguments()
+    @argument("name", metavar="NAME", help="the durable name; also the run id unless --run")
+    @argument("--run", metavar="ID", help="run id (default: NAME)")
+    @argument("--restart", action="store_true", help="start the run afresh (a new generation)")
+    @argument("--workers", metavar="N", type=int, help="a local worker pool of N for the run")
+    @argument("--timeout", metavar="D", help="cancel the run after D (90s, 30m, 2h)")
+    @argument("--on-change", choices=ON_CHANGE, default=None,
+              help="a completed step whose code or arguments changed: rerun (default), error, ignore")
+    @argument("--on-failure", metavar="FUNC", help="handler(input, error) whose value becomes the result")
+    @argument("--detach", action="store_true", help="hand the body to the worker fleet")
+    @cell_magic
+    def zart_durable(self, line: str, cell: str):
+        """Execute the cell as a durable body: its steps are checkpointed, and executing it
+        again (after a restart, or in another notebook) replays them."""
+        __tracebackhide__ = True  # noqa: F841
+        func = self.zart_durable
+        args = self._parse(func, line, cell=True)
+        if args.detach:
+            raise self._bad(func, "--detach is not available yet", cell=True)
+        if args.workers is not None and args.workers < 1:
+            raise self._bad(func, f"--workers must be at least 1, not {args.workers}", cell=True)
+        with self._front(func, cell=True, arguments=True):
+            request = DurableRequest(
+                name=args.name, run_id=args.run, restart=args.restart, workers=args.workers,
+                timeout=parse_duration(args.timeout) if args.timeout else None,
+                timeout_text=args.timeout, on_change=args.on_change or self.default_on_change,
+                on_failure=(self._callable(func, args.on_failure, "--on-failure", True)
+                            if args.on_failure else None))
+            _check_id(args.run if args.run is not None else args.name)
+        if not cell.strip():
+            raise self._bad(func, "the cell is empty: write the body below the magic line", cell=True)
+        with self._front(func, cell=True):
+            return run_durable_cell(self.shell, cell, request)
+
+    @magic_arguments()
+    @argument("name", metavar="NAME", nargs="?", help="the run of this notebook's step cells")
+    @argument("--restart", action="store_true", help="start that run afresh (a new generation)")
+    @line_magic
+    def zart_run(self, line: str):
+        """Set the run that the following %%zart_step cells belong to (default: the
+        notebook's file name, else "notebook"); without NAME, show it."""
+        func = self.zart_run
+        args = self._parse(func, line)
+        if args.name is None:
+            say(f"step cells of this notebook belong to run {self.current_run()!r}")
+            return None
+        with self._front(func, arguments=True):
+            _check_id(args.name)
+        self.notebook_run = args.name
+        if args.restart:
+            from ..engine.runs import Run
+            from ..errors import RunNotFound
+
+            with self._front(func):
+                try:
+                    generation = Run(args.name).restart()
+                    say(f"run {args.name!r} restarted (generation {generation})")
+                except RunNotFound:
+                    pass
+        say(f"step cells of this notebook belong to run {args.name!r}")
+        return None
+
+    @magic_arguments()
+    @argument("name", metavar="NAME", help="the step's name, unique within the notebook run")
+    @argument("--run", metavar="ID", help="the run (default: the one set by %%zart_run)")
+    @argument("--exclude", metavar="VAR", action="append", default=[],
+              help="a variable not to store, e.g. an open connection (repeatable, or a,b)")
+    @argument("--on-change", choices=ON_CHANGE, default=None,
+              help="code or inputs changed since the cell ran: rerun (default), error, ignore")
+    @cell_magic
+    def zart_step(self, line: str, cell: str):
+        """One checkpoint of the notebook run: the first execution runs the cell and stores
+        the variables it binds and its outputs; later ones restore them without running,
+        unless the cell's code or the variables it reads changed."""
+        __tracebackhide__ = True  # noqa: F841
+        from .step_cells import StepRequest, run_step_cell
+
+        func = self.zart_step
+        args = self._parse(func, line, cell=True)
+        run_id = args.run or self.current_run()
+        with self._front(func, cell=True, arguments=True):
+            _check_id(args.name)
+            _check_id(run_id)
+        if not cell.strip():
+            raise self._bad(func, "the cell is empty: write its code below the magic line", cell=True)
+        request = StepRequest(name=args.name, run_id=run_id, exclude=[v.strip() for item in args.exclude for v in item.split(",") if v.strip()],
+                              on_change=args.on_change or self.default_on_change)
+        with self._front(func, cell=True):
+            return run_step_cell(self.shell, cell, request)
+
+    # -- runs ----------------------------------------------------------------
+    @magic_arguments()
+    @argument("--status", help="only runs with this status (running, completed, failed, …)")
+    @argument("--name", help="only runs of this durable name")
+    @argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
+    @line_magic
+    def zart_runs(self, line: str):
+        """A table of runs, newest first: status, steps done/total, owner, started, duration."""
+        from ..engine.runs import runs
+
+        from .tables import bundle
+
+        func = self.zart_runs
+        args = self._parse(func, line)
+        if args.limit < 1:
+            raise self._bad(func, f"--limit must be at least 1, not {args.limit}")
+        with self._front(func, arguments=True):
+            found = runs(status=args.status, name=args.name, limit=args.limit)
+        with self._front(func), _one_line_store_errors():
+            display(bundle(found), raw=True)
+
+    @magic_arguments()
+    @argument("id", metavar="ID", help="the run id")
+    @argument("--timeout", metavar="D", help="stop waiting after D (90s, 30m)")
+    @line_magic
+    def zart_attach(self, line: str):
+        """Follow a run started anywhere until it ends; returns its result."""
+        from ..engine.runs import Run
+        from ..errors import RunFailed
+
+        func = self.zart_attach
+        args = self._parse(func, line)
+        with self._front(func, arguments=True), _one_line_store_errors():
+            timeout = parse_duration(args.timeout) if args.timeout else None
+            run = Run(args.id)
+            row = run.row()
+        say(f"attached to run {args.id!r}: {row['status']}, {row.get('steps_done', 0)}/"
+            f"{row.get('steps_total', 0)} steps done" + (f", owned by {row['owner']}" if row.get("owner") else ""))
+        from .durable_cell import _show_progress
+
+        _show_progress(args.id)
+        try:
+            with _one_line_store_errors():
+                return run.result(timeout)
+        except KeyboardInterrupt:
+            say(f"stopped following run {args.id!r}; it goes on")
+            raise
+        except RunFailed as exc:
+            raise CellError(str(exc)) from None
+        except TimeoutError as exc:
+            raise CellError(str(exc)) from None
+
+    @magic_arguments()
+    @argument("id", metavar="ID", help="the run id of an unfinished %%zart_durable run")
+    @line_magic
+    def zart_resume(self, line: str):
+        """Execute the stored cell of an unfinished run again (from any notebook)."""
+        __tracebackhide__ = True  # noqa: F841
+        from .resume import resume_request
+
+        func = self.zart_resume
+        args = self._parse(func, line)
+        with self._front(func, arguments=True), _one_line_store_errors():
+            source, request = resume_request(args.id)
+        say(f"resuming run {args.id!r} (durable {request.name!r}) from its stored cell")
+        with self._front(func):
+            return run_durable_cell(self.shell, source, request)
+
+    @magic_arguments()
+    @argument("id", metavar="ID", help="the run whose step cells stored the variables")
+    @argument("vars", metavar="VAR", nargs="*", help="variables to load (default: all)")
+    @line_magic
+    def zart_load(self, line: str):
+        """Load the variables that another run's %%zart_step cells stored."""
+        from .step_cells import load_run_variables
+
+        func = self.zart_load
+        args = self._parse(func, line)
+        with self._front(func, arguments=True), _one_line_store_errors():
+            loaded = load_run_variables(self.shell, args.id, list(args.vars))
+        self.shell.user_ns.update(loaded)
+        say(f"loaded {len(loaded)} variable{'s' if len(loaded) != 1 else ''} from run "
+            f"{args.id!r}: {', '.join(loaded) or 'none'}")
+
+    @magic_arguments()
+    @argument("id", metavar="ID", help="the run waiting in wait_for_event")
+    @argument("name", metavar="NAME", help="the event's name")
+    @argument("expr", metavar="EXPR", nargs="*", help="its payload: a Python expression (default None)")
+    @line_magic
+    def zart_event(self, line: str):
+        """Deliver event NAME to run ID; EXPR (the rest of the line) is evaluated here."""
+        from ..engine.runs import send_event
+
+        func = self.zart_event
+        parts = line.strip().split(None, 2)
+        if len(parts) < 2:
+            missing = "ID and NAME" if not parts else "NAME"
+            raise self._bad(func, f"missing {missing}")
+        run_id, name = parts[0], parts[1]
+        payload = None
+        if len(parts) == 3:
+            try:
+                payload = self.shell.ev(parts[2])
+            except Exception as exc:
+                raise self._bad(func, f"EXPR {parts[2]!r} does not evaluate: "
+                                      f"{type(exc).__name__}: {exc}") from None
+        with self._front(func, arguments=True), _one_line_store_errors():
+            send_event(run_id, name, payload)
+        say(f"event {name!r} sent to run {run_id!r}")
+
+    @magic_arguments()
+    @argument("action", choices=("start", "stop", "status"), help="what to do with the pool")
+    @argument("-n", type=int, default=None, metavar="N", help="pool size for start")
+    @line_magic
+    def zart_worker(self, line: str):
+        """The kernel's local worker pool: processes that execute scheduled steps."""
+        func = self.zart_worker
+        args = self._parse(func, line)
+        try:
+            from ..engine.worker import LocalPool
+        except ImportError:
+            raise IPyUsageError("the worker pool is not available in this version of zart-nb "
+                                "(zart_nb.engine.worker is missing)") from None
+        if args.n is not None and args.n < 1:
+            raise self._bad(func, f"-n must be at least 1, not {args.n}")
+        with self._front(func), _one_line_store_errors():
+            if args.action == "start":
+                from ..config import settings
+
+                size = args.n or settings().workers or 1
+                if self.pool is not None and self.pool.size != size:
+                    self.pool.stop()
+                    self.pool = None
+                self.pool = (self.pool or LocalPool(size)).start()
+                say(f"worker pool started: {size} process{'es' if size != 1 else ''}")
+            elif args.action == "stop":
+                if self.pool is None:
+                    say("no worker pool is running in this kernel")
+                else:
+                    self.pool.stop()
+                    self.pool = None
+                    say("worker pool stopped")
+            else:
+                procs = self.pool.status() if self.pool is not None else []
+                if not procs:
+                    say("no worker pool is running in this kernel")
+                for proc in procs:
+                    state = "alive" if proc.get("alive") else f"exited ({proc.get('returncode')})"
+                    say(f"worker pid {proc.get('pid')}: {state}")
+
+    def stop(self) -> None:
+        if self.pool is not None:
+            try:
+                self.pool.stop()
+            finally:
+                self.pool = None
+
+
+@contextmanager
+def _one_line_store_errors() -> Iterator[None]:
+    """A database that is down: one line, not a traceback."""
+    from ..errors import PayloadError, StoreError
+
+    try:
+        yield
+    except (StoreError, PayloadError) as exc:
+        raise CellError(str(exc)) from None
+
+
+def _magic_name(func: Callable, cell: bool) -> str:
+    name = getattr(func, "__name__", "zart")
+    return ("%%" if cell else "%") + name
+
+
+def _check_id(value: str) -> None:
+    if not value or not value.strip():
+        raise UsageError("NAME must not be empty")
+    if "\x00" in value:
+        raise UsageError(f"{value[:40]!r} contains a NUL character")
