@@ -50,3 +50,15 @@ def failed_run(run_id: str) -> None:
         pass
     else:
         raise AssertionError("the cli-fail body should have failed")
+
+
+@step("square-{i}")
+def square(i: int) -> int:
+    return i * i
+
+
+@durable("cli-fan")
+def fan(n: int) -> list[int]:
+    from zart_nb import schedule, wait
+
+    return wait([schedule(square, i) for i in range(n)])

@@ -9,9 +9,14 @@ import selectors
 import signal
 import subprocess
 import sys
-import time
+import threading
 
 import pytest
+
+from zart_nb.config import configure
+from zart_nb.store.connection import close_store
+
+from .bodies import fan
 
 from .conftest import zart
 
@@ -19,7 +24,7 @@ from .conftest import zart
 def test_help_names_the_environment_variables():
     assert "ZART_DATABASE_URL" in zart("--help").out
     worker = zart("worker", "--help").out
-    for var in ("ZART_DATABASE_URL", "ZART_WORKERS", "ZART_NAMESPACE"):
+    for var in ("ZART_DATABASE_URL", "ZART_NAMESPACE"):
         assert var in worker
     assert "ZART_DATABASE_URL" in zart("db", "migrate", "--help").out
 
@@ -38,22 +43,37 @@ def test_bad_usage_exits_2_without_a_traceback(args):
     assert "Traceback" not in result.err
 
 
-@pytest.mark.skipif(importlib.util.find_spec("zart_nb.engine.worker") is None,
-                    reason="the worker is not there yet")
-def test_worker_runs_until_sigterm_and_exits_0(zart_env):
+def test_worker_executes_children_and_exits_0_on_sigterm(zart_env, monkeypatch):
+    monkeypatch.setenv("ZART_WORKERS", "0")  # no local pool: only the CLI worker runs children
+    configure(None)
+    close_store()
     with subprocess.Popen([sys.executable, "-m", "zart_nb.cli", "worker", "--concurrency", "2"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as proc:
         try:
             banner = _read_line(proc.stderr, timeout=20)
             assert "zart-nb worker" in banner and "concurrency 2" in banner, banner
-            time.sleep(0.3)
-            assert proc.poll() is None, proc.stderr.read()
+
+            outcome: list = []
+            body = threading.Thread(target=lambda: outcome.append(fan(4, run_id="fan")),
+                                    daemon=True)
+            body.start()
+            body.join(30)
+            assert outcome == [[0, 1, 4, 9]]
+            workers = {s["worker"] for s in run_show("fan")["steps"]}
+            assert len(workers) == 1 and f":{proc.pid}:" in workers.pop()
+
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=20) == 0, proc.stderr.read()
             assert "Traceback" not in proc.stderr.read()
         finally:
             if proc.poll() is None:
                 proc.kill()
+
+
+def run_show(run_id: str) -> dict:
+    shown = zart("runs", "show", run_id, "--json")
+    assert shown.code == 0, shown
+    return shown.json()
 
 
 def _read_line(stream, timeout: float) -> str:

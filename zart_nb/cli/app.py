@@ -8,6 +8,7 @@ on stderr, ``zart-nb: error: ...``; the library's errors already carry redacted 
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import sys
@@ -58,6 +59,8 @@ class ZartGroup(click.Group):
 
             raise CliError(redact(one_line(exc)), 1) from None
         except OSError as exc:
+            if exc.errno == errno.EPIPE:  # stdout closed early (| head): click exits quietly
+                raise
             raise CliError(one_line(exc), 1) from None
 
 

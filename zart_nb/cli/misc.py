@@ -20,16 +20,14 @@ from .app import CliError, ZartGroup, dsn_option, use_dsn
 
 @click.command("worker", short_help="Execute fan-out children until SIGTERM.")
 @dsn_option
-@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=None, metavar="N",
-              envvar="ZART_WORKERS", show_envvar=True,
-              help="Children executed at once (default: ZART_WORKERS, else 2).")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=4, show_default=True,
+              metavar="N", help="Children executed at once, on threads of this process.")
 @click.option("--namespace", "-n", metavar="NS", envvar="ZART_NAMESPACE", show_envvar=True,
               help="Take children queued under this namespace (default: 'default').")
-def worker_cmd(dsn: str | None, concurrency: int | None, namespace: str | None) -> None:
+def worker_cmd(dsn: str | None, concurrency: int, namespace: str | None) -> None:
     """Execute fan-out children (and detached bodies) from the database until SIGTERM."""
     use_dsn(dsn)
     s = settings()
-    concurrency = concurrency or s.workers or 1
     namespace = namespace or s.namespace
     from ..engine.worker import run_worker
 
