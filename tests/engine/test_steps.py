@@ -373,3 +373,40 @@ def test_replay_loads_the_journal_in_one_query(zart_env, monkeypatch):
     assert again.value == 39800 and len(again.report.replayed) == 200
     assert issued.count("load_journal") == 1
     assert len(issued) < 10, issued  # run bookkeeping only: nothing per step
+
+
+def test_template_names_are_the_same_whatever_the_call_shape(zart_env):
+    @step("t-{a}-{b}-{c}")
+    def t(a, b=2, *, c=3):
+        return a + b + c
+
+    @durable("shapes")
+    def body():
+        # each shape twice: the second call of a shape takes the cached path
+        return [t(1), t(10), t(1, 5), t(10, 5), t(a=7), t(a=8), t(1, c=9), t(2, c=9),
+                t(b=0, a=4, c=0), t(b=0, a=5, c=0)]
+
+    assert body() == [6, 15, 9, 18, 12, 13, 12, 13, 4, 5]
+    assert [s["name"] for s in run("shapes").steps] == [
+        "t-1-2-3", "t-10-2-3", "t-1-5-3", "t-10-5-3", "t-7-2-3", "t-8-2-3", "t-1-2-9",
+        "t-2-2-9", "t-4-0-0", "t-5-0-0"]
+
+    @step("v-{args}-{kw}")
+    def v(*args, **kw):
+        return len(args)
+
+    @durable("shapes-var")
+    def body2():
+        return v(1, 2), v(3, x=1), v(3, x=2)
+
+    assert body2() == (2, 1, 1)
+    assert [s["name"] for s in run("shapes-var").steps] == [
+        "v-(1, 2)-{}", "v-(3,)-{'x': 1}", "v-(3,)-{'x': 2}"]
+
+    @durable("shapes-bad")
+    def body3():
+        t(1)
+        return t(1, 2, 3)  # too many positional arguments: refused before running
+
+    with pytest.raises(UsageError, match="too many positional"):
+        body3()

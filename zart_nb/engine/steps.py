@@ -39,6 +39,7 @@ class StepFunction:
         self.retry = RetryPolicy.coerce(retry)
         self.timeout = float(timeout) if timeout else None
         self._signature: inspect.Signature | None = None
+        self._plans: dict[tuple, tuple] = {}  # call shape -> where each parameter comes from
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return _raise_or_return(invoke(self, None, args, kwargs))
@@ -67,6 +68,25 @@ class StepFunction:
     def resolve_name(self, template: str, args: tuple, kwargs: dict) -> str:
         if "{" not in template:
             return template
+        # Whether a call binds depends only on its shape (how many positional arguments,
+        # which keywords): once a shape bound, later calls of that shape take each
+        # parameter from where it came the first time, without inspect's bind (the
+        # largest cost of replaying a templated step).
+        shape = (template, len(args), tuple(kwargs))
+        plan = self._plans.get(shape)
+        if plan is None:
+            return self._resolve_slowly(template, args, kwargs, shape)
+        values = {}
+        for param, where, default in plan:
+            if where == "arg":
+                values[param] = args[default]
+            elif where == "kw":
+                values[param] = kwargs[param]
+            else:
+                values[param] = default
+        return self._fill(template, values)
+
+    def _resolve_slowly(self, template: str, args: tuple, kwargs: dict, shape: tuple) -> str:
         if self._signature is None:
             self._signature = inspect.signature(self.fn)
         try:
@@ -74,9 +94,25 @@ class StepFunction:
         except TypeError as exc:
             raise UsageError(f"step {template!r}: {exc}") from None
         bound.apply_defaults()
+        params = self._signature.parameters
+        if not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values()):
+            plan = []
+            for i, param in enumerate(params):
+                if i < len(args):
+                    plan.append((param, "arg", i))
+                elif param in kwargs:
+                    plan.append((param, "kw", None))
+                else:
+                    plan.append((param, "default", bound.arguments[param]))
+            self._plans[shape] = tuple(plan)
+        return self._fill(template, bound.arguments)
+
+    def _fill(self, template: str, values: dict) -> str:
         try:
-            return template.format(**bound.arguments)
+            return template.format(**values)
         except (KeyError, IndexError, AttributeError, ValueError) as exc:
+            if self._signature is None:
+                self._signature = inspect.signature(self.fn)
             params = ", ".join(self._signature.parameters) or "none"
             raise TemplateError(f"step name template {template!r} of {self.fn.__qualname__}: "
                                 f"cannot fill {exc} (parameters: {params})") from None
