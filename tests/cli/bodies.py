@@ -12,7 +12,7 @@ def double(x: int) -> int:
 
 @step("explode")
 def explode() -> None:
-    raise ValueError("kaboom")
+    raise ValueError("kaboom [x]")  # brackets: rich markup must not eat them
 
 
 @step("blob")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 
 from ..engine.runs import TERMINAL, Run, runs as list_runs
 from ..errors import UsageError
@@ -49,8 +50,8 @@ def list_cmd(status: str | None, name: str | None, limit: int, as_json: bool) ->
     for column in ("RUN", "NAME", "STATUS", "STEPS", "OWNER", "STARTED", "DURATION"):
         table.add_column(column, no_wrap=column != "NAME")
     for row, item in zip(rows, items):
-        table.add_row(item["run_id"], item["name"], _status(item["status"]),
-                      f"{item['steps_done']}/{item['steps_total']}", item["owner"] or "",
+        table.add_row(escape(item["run_id"]), escape(item["name"]), _status(item["status"]),
+                      f"{item['steps_done']}/{item['steps_total']}", escape(item["owner"] or ""),
                       when(row["started_at"]), human_seconds(item["duration_s"]))
     console().print(table)
 
@@ -107,12 +108,12 @@ def _print_run(info: dict, row: dict) -> None:
     from rich.table import Table
 
     out = console()
-    out.print(f"[bold]run[/] {info['run_id']}   [bold]name[/] {info['name']}   "
+    out.print(f"[bold]run[/] {escape(info['run_id'])}   [bold]name[/] {escape(info['name'])}   "
               f"[bold]status[/] {_status(info['status'])}   [bold]generation[/] {info['generation']}")
     out.print(f"started {when(row['started_at'])}   finished {when(row['finished_at']) or '-'}   "
               f"duration {human_seconds(info['duration_s']) or '-'}")
     out.print(f"steps {info['steps_done']}/{info['steps_total']} completed, "
-              f"{info['steps_failed']} failed   owner {info['owner'] or '-'}")
+              f"{info['steps_failed']} failed   owner {escape(info['owner'] or '-')}")
     if info["error"]:
         out.print(f"error: {info['error']}", markup=False)
     if not info["steps"]:
@@ -122,16 +123,16 @@ def _print_run(info: dict, row: dict) -> None:
         table.add_column(column, no_wrap=column not in ("STEP", "ERROR"))
     for step in info["steps"]:
         error = (step["error"] or "").strip().splitlines()
-        table.add_row(step["name"], step["kind"], _status(step["status"]),
+        table.add_row(escape(step["name"]), step["kind"], _status(step["status"]),
                       f"{step['attempts']}/{step['max_attempts']}",
-                      human_seconds(step["duration_s"]), step["worker"] or "",
-                      error[0] if error else "")
+                      human_seconds(step["duration_s"]), escape(step["worker"] or ""),
+                      escape(error[0]) if error else "")
     out.print()
     out.print(table)
     for step in info["steps"]:
         if step["history"]:
             out.print()
-            out.print(f"[bold]{step['name']}[/]: attempt history")
+            out.print(f"[bold]{escape(step['name'])}[/]: attempt history")
             for a in step["history"]:
                 out.print(f"  #{a['attempt']} {a['status']}: {a['error'] or ''}", markup=False)
 

@@ -449,3 +449,27 @@ WITH orphans AS (
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM payloads p USING orphans o WHERE p.hash = o.hash
+
+-- name: detach_run
+-- Hand a run to the worker fleet: it waits, pending, for a worker to execute its body.
+UPDATE runs SET status = 'pending', body = %(body)s, input = %(input)s,
+       options = options || '{"detach": true}'::jsonb, error = NULL, error_payload = NULL,
+       finished_at = NULL, updated_at = now()
+WHERE run_id = %(run_id)s AND status <> 'completed' AND (owner IS NULL OR lease_until < now())
+RETURNING run_id
+
+-- name: claim_detached_run
+-- A worker takes a detached run that is pending, or whose executing worker died.
+UPDATE runs
+SET owner = %(owner)s, owner_host = %(host)s, owner_pid = %(pid)s,
+    lease_until = now() + make_interval(secs => %(lease)s), status = 'running',
+    started_at = CASE WHEN status = 'pending' THEN now() ELSE started_at END, updated_at = now()
+WHERE run_id = (
+    SELECT run_id FROM runs
+    WHERE namespace = %(namespace)s AND options @> '{"detach": true}'::jsonb
+      AND (status = 'pending' OR (status IN ('running', 'waiting') AND lease_until < now()))
+    ORDER BY created_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING run_id, name, namespace, generation, body, input, options
