@@ -38,6 +38,7 @@ class BodyResult:
     value: Any
     report: Report
     attached: bool = False  # the outcome of another process's execution
+    detached: bool = False  # handed to the workers: nothing ran here
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,14 @@ def execute(body: Callable[..., Any], args: tuple = (), kwargs: dict | None = No
             on_failure: Callable[[Any, BaseException], Any] | None = None,
             restart: bool = False, wait: bool = True, replay_completed: bool = False,
             body_source: str | None = None, store: Store | None = None,
-            on_attach: Callable[[dict], None] | None = None) -> BodyResult:
+            on_attach: Callable[[dict], None] | None = None, detach: bool = False) -> BodyResult:
     """Execute ``body(*args, **kwargs)`` as run ``run_id`` (default: ``name``).
 
     ``replay_completed``: a completed run is executed again, all its steps replayed
     (the notebook front does this to bring a cell's variables back); otherwise its
     stored result is returned without running the body.
+    ``detach``: the run is handed to the workers, which execute the stored body (it
+    must pickle); this returns at once, and ``Run(run_id).result()`` waits for it.
     """
     kwargs = kwargs or {}
     run_id = name if run_id is None else run_id
@@ -77,13 +80,22 @@ def execute(body: Callable[..., Any], args: tuple = (), kwargs: dict | None = No
     store = store or get_store()
     namespace = options.namespace or store.settings.namespace
     owner = new_owner()
+    run_input = codec.encode((args, kwargs), what="input", owner=f"run {run_id!r}")
+    stored_body = _encode_body(body, on_failure, required=detach)
     with store.connection() as conn:
         queries.execute(conn, "insert_run", run_id=run_id, name=name, namespace=namespace,
-                        input=codec.encode((args, kwargs), what="input", owner=f"run {run_id!r}"),
-                        body=_encode_body(body), body_source=body_source,
+                        input=run_input, body=stored_body, body_source=body_source,
                         options=json.dumps({"on_change": options.on_change,
                                             "durability": options.durability}),
                         status="pending")
+        if detach:
+            if restart:
+                queries.one(conn, "restart_run", run_id=run_id)
+            if queries.one(conn, "detach_run", run_id=run_id, body=stored_body,
+                           input=run_input) is None:
+                raise RunBusy(f"run {run_id!r} is completed or being executed; it was not "
+                              "handed to the workers")
+            return BodyResult(run_id, None, Report(), detached=True)
         if restart and queries.one(conn, "restart_run", run_id=run_id) is None:
             raise RunBusy(f"run {run_id!r} is being executed by another process; "
                           "it cannot be restarted until that ends")
@@ -103,10 +115,13 @@ def _check_id(what: str, value: Any) -> None:
         raise UsageError(f"{what} {value[:40]!r} contains a NUL character")
 
 
-def _encode_body(body: Callable) -> bytes | None:
+def _encode_body(body: Callable, on_failure: Callable | None, *, required: bool) -> bytes | None:
+    """The body and its on_failure handler as the workers (detach, resume) will load them."""
     try:
-        return codec.encode(body, what="body")
-    except PayloadError:
+        return codec.encode((body, on_failure), what="body")
+    except PayloadError as exc:
+        if required:
+            raise PayloadError(f"a detached body must pickle: {exc}") from None
         return None  # resume falls back to the stored source
 
 
@@ -184,6 +199,18 @@ def _run_body(store: Store, body, args, kwargs, *, name, run_id, owner, generati
             ex.close()
             if options.durability == "async":
                 queries.execute(conn, "set_durability", value="on")
+
+
+def execute_claimed(store: Store, row: dict, owner: str) -> BodyResult:
+    """Execute a detached run that a worker claimed (``row`` from claim_detached_run)."""
+    body, on_failure = codec.decode(row["body"], what=f"body of run {row['run_id']!r}")
+    args, kwargs = codec.decode(row["input"], what=f"input of run {row['run_id']!r}")
+    opts = row["options"]
+    options = Options(on_change=opts.get("on_change", "rerun"),
+                      durability=opts.get("durability", "sync"), namespace=row["namespace"])
+    return _run_body(store, body, args, kwargs, name=row["name"], run_id=row["run_id"],
+                     owner=owner, generation=row["generation"], options=options,
+                     namespace=row["namespace"], on_failure=on_failure)
 
 
 def _input_of(args: tuple, kwargs: dict) -> Any:

@@ -40,15 +40,21 @@ class DurableFunction:
         outcome = self.execute(args, kwargs, run_id=run_id, restart=restart, wait=wait)
         return outcome.value
 
+    def detach(self, *args: Any, run_id: str | None = None, restart: bool = False,
+               **kwargs: Any) -> Run:
+        """Hand the run to the workers (the body must pickle); returns the Run to follow."""
+        outcome = self.execute(args, kwargs, run_id=run_id, restart=restart, detach=True)
+        return Run(outcome.run_id)
+
     def execute(self, args: tuple = (), kwargs: dict | None = None, *, run_id: str | None = None,
-                restart: bool = False, wait: bool = True) -> BodyResult:
+                restart: bool = False, wait: bool = True, detach: bool = False) -> BodyResult:
         try:
             source = inspect.getsource(self.fn)
         except (OSError, TypeError):
             source = None
         outcome = execute(self.fn, args, kwargs, name=self.durable_name, run_id=run_id,
                           options=self.options, on_failure=self.on_failure, restart=restart,
-                          wait=wait, body_source=source)
+                          wait=wait, body_source=source, detach=detach)
         self.last_report = outcome.report
         return outcome
 

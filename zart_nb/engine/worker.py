@@ -32,11 +32,12 @@ from typing import Any
 import psycopg
 
 from .. import codec
+from ..config import configure, settings
 from ..errors import PayloadError, StepFailed, StepTimedOut, ZartError
 from ..store import queries
 from ..store.connection import Store, get_store
 from ..store.notify import WORK_CHANNEL, listener
-from .execute import HOST
+from .execute import HOST, execute_claimed, new_owner
 from .journal import StepContext, _in_step, encode_error, format_traceback, one_line, split_payload, utcnow
 from .model import RetryPolicy
 from .steps import _TimedOut, call_with_timeout
@@ -71,6 +72,8 @@ class Worker:
         self.stopping = threading.Event()
         self.lease = store.settings.lease_seconds
         self._avg_seconds = 1.0
+        self._bodies: list[threading.Thread] = []
+        self._bodies_checked = 0.0
 
     # -- the claim loop --------------------------------------------------------
     def run(self) -> None:
@@ -109,6 +112,8 @@ class Worker:
                                      or len(finished) >= 64):
                         self._commit(result_conn, finished)
                         finished, last_flush = [], time.monotonic()
+                    if not claimed or time.monotonic() - self._bodies_checked > POLL_SECONDS:
+                        self._claim_body(claim_conn)
                     if not running and not queued and not claimed:
                         notes.wait(self.namespace, token, POLL_SECONDS)
             finally:
@@ -117,6 +122,34 @@ class Worker:
                     finished.append(future.result())  # finish what was started
                 if finished:
                     self._commit(result_conn, finished)
+
+    # -- detached bodies ---------------------------------------------------------
+    def _claim_body(self, conn: psycopg.Connection) -> None:
+        """Start executing a detached run, on a thread of its own, if one is waiting.
+
+        Body threads are daemons: a worker that stops abandons its bodies, whose runs
+        another worker takes over when their leases expire (at-least-once).
+        """
+        self._bodies_checked = time.monotonic()
+        self._bodies = [t for t in self._bodies if t.is_alive()]
+        if len(self._bodies) >= self.concurrency:
+            return
+        owner = new_owner()
+        row = queries.one(conn, "claim_detached_run", owner=owner, host=HOST, pid=os.getpid(),
+                          lease=self.lease, namespace=self.namespace)
+        if row is None:
+            return
+        thread = threading.Thread(target=self._run_body, args=(row, owner), daemon=True,
+                                  name=f"zart-body-{row['run_id'][:20]}")
+        thread.start()
+        self._bodies.append(thread)
+
+    def _run_body(self, row: dict, owner: str) -> None:
+        try:
+            execute_claimed(self.store, row, owner)
+        except BaseException as exc:  # the run holds the failure; the worker goes on
+            print(f"zart worker {self.name}: run {row['run_id']!r} ended: {one_line(exc)}",
+                  file=sys.stderr)
 
     def _room(self, held: int) -> int:
         per_slot = BATCH_PER_SLOT if self._avg_seconds < QUICK_CHILD else 1
@@ -222,8 +255,10 @@ class Worker:
 def run_worker(*, concurrency: int = 1, namespace: str | None = None,
                parent_pid: int | None = None, store: Store | None = None) -> None:
     """Run children until SIGTERM/SIGINT (or the parent process ``parent_pid`` dies)."""
-    worker = Worker(store or get_store(), concurrency=concurrency, namespace=namespace,
-                    parent_pid=parent_pid)
+    if store is None:
+        configure(settings().evolve(workers=0))  # bodies it executes use the workers, not a pool
+        store = get_store()
+    worker = Worker(store, concurrency=concurrency, namespace=namespace, parent_pid=parent_pid)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: worker.stopping.set())
