@@ -9,6 +9,7 @@ what was replayed and executed. Only the engine reaches it; user code goes throu
 
 from __future__ import annotations
 
+import operator
 import sys
 import threading
 import time
@@ -27,6 +28,7 @@ from ..store.connection import Store
 from .model import Entry, Report
 
 INLINE_LIMIT = 16 * 1024  # results larger than this go to the payloads table, stored once
+_ENTRY_FIELDS = operator.itemgetter(*Entry.__dataclass_fields__)
 
 _current: ContextVar[Execution | None] = ContextVar("zart_execution", default=None)
 _in_step: ContextVar[StepContext | None] = ContextVar("zart_step", default=None)
@@ -76,7 +78,8 @@ class Execution:
 
     def load(self) -> None:
         rows = queries.all_rows(self.conn, "load_journal", run_id=self.run_id, generation=self.generation)
-        self.journal = {row["name"]: Entry.from_row(row) for row in rows}
+        fields = _ENTRY_FIELDS  # positional: a third of the cost of Entry.from_row per row
+        self.journal = {row["name"]: Entry(*fields(row)) for row in rows}
 
     # -- names -------------------------------------------------------------
     def claim_name(self, name: str) -> int:
