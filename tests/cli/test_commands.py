@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import selectors
@@ -84,8 +83,6 @@ def _read_line(stream, timeout: float) -> str:
     return stream.readline()
 
 
-@pytest.mark.skipif(importlib.util.find_spec("zart_nb.notebook.kernelspec") is None,
-                    reason="the kernelspec installer is not there yet")
 def test_install_kernel_into_a_prefix(tmp_path):
     result = zart("install-kernel", "--prefix", str(tmp_path), "--name", "zart-cli-test")
     assert result.code == 0, result

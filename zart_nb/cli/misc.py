@@ -61,22 +61,22 @@ def event_send_cmd(run_id: str, name: str, payload: str | None) -> None:
 
 
 @click.command("install-kernel", short_help="Install the zart durable Jupyter kernel.")
-@click.option("--user", is_flag=True, help="Install for this user (the default outside a venv).")
-@click.option("--sys-prefix", is_flag=True, help="Install into sys.prefix (this virtualenv).")
-@click.option("--prefix", metavar="PATH", help="Install under this prefix.")
-@click.option("--name", metavar="NAME", default=None,
-              help="Kernel name (default: the kernelspec module's).")
-def install_kernel_cmd(user: bool, sys_prefix: bool, prefix: str | None, name: str | None) -> None:
-    """Install the "Python 3 (zart durable)" Jupyter kernel for this Python."""
+@click.option("--user", is_flag=True, help="Install into the user's Jupyter data dir.")
+@click.option("--sys-prefix", is_flag=True, help="Install into sys.prefix (this environment).")
+@click.option("--prefix", metavar="PATH", help="Install under PATH/share/jupyter/kernels.")
+@click.option("--name", metavar="NAME", default="zart", show_default=True, help="Kernel name.")
+def install_kernel_cmd(user: bool, sys_prefix: bool, prefix: str | None, name: str) -> None:
+    """Install the "Python 3 (zart durable)" Jupyter kernel for this Python.
+
+    Without a location flag it goes to the system-wide kernels folder (which needs the
+    rights to write there).
+    """
     if sum((user, sys_prefix, prefix is not None)) > 1:
         raise UsageError("choose at most one of --user, --sys-prefix and --prefix")
-    try:
-        from ..notebook import kernelspec
-    except ImportError as exc:
-        raise CliError(f"the kernelspec installer is not available: {exc}", 1) from None
-    default = getattr(kernelspec, "KERNEL_NAME", None) or getattr(kernelspec, "DEFAULT_NAME", "zart")
-    path = kernelspec.install(user=user, prefix=prefix, sys_prefix=sys_prefix, name=name or default)
-    click.echo(f"installed kernel {name or default!r} in {path}")
+    from ..notebook import kernelspec
+
+    path = kernelspec.install(user=user, prefix=prefix, sys_prefix=sys_prefix, name=name)
+    click.echo(f"installed kernel {name!r} in {path}")
 
 
 @click.command("demo", short_help="Run the demo.")
