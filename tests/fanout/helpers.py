@@ -1,0 +1,50 @@
+"""Helpers of the fan-out tests: side-effect logs, subprocess bodies, polling the database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def note(log: str | Path, line: str) -> None:
+    """Append one line to a side-effect log (O_APPEND: lines of processes never mix)."""
+    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (line + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def lines(log: Path) -> list[list[str]]:
+    return [line.split() for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def runs_per_child(log: Path) -> Counter:
+    """How many times each child's body ran (first word of each line)."""
+    return Counter(words[0] for words in lines(log))
+
+
+def until(check: Callable[[], object], timeout: float = 30.0, what: str = "condition",
+          every: float = 0.05):
+    """Poll ``check`` until it returns something true; that value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(every)
+
+
+def spawn_script(*args: str, **kw) -> subprocess.Popen:
+    """``python -m tests.fanout.scripts.<args>`` in the repository, this environment."""
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=os.environ.copy(),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
