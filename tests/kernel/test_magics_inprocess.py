@@ -65,7 +65,6 @@ def test_reads_and_binds(source, reads, binds):
     ("%%zart_durable n --timeout 5x\n1", "--timeout '5x' is not a duration"),
     ("%%zart_durable n --on-failure nope\n1", "--on-failure 'nope' does not evaluate"),
     ("%%zart_durable n --on-change sometimes\n1", "invalid choice: 'sometimes'"),
-    ("%%zart_durable n --detach\n1", "--detach is not available yet"),
     ("%%zart_step\nx = 1", "the following arguments are required: NAME"),
     ("%zart_event r1", "missing NAME"),
     ("%zart_event", "missing ID and NAME"),

@@ -37,6 +37,7 @@ class CellCode:
     silent: bool  # ends with ';': the value is not shown
     reads: list[str] = field(default_factory=list)
     binds: list[str] = field(default_factory=list)
+    resources: set[str] = field(default_factory=set)  # bound by ``with … as NAME``
 
     @property
     def code_fp(self) -> bytes:
@@ -62,7 +63,9 @@ def compile_cell(source: str, shell=None, *, filename: str | None = None) -> Cel
     python = shell.transform_cell(source) if shell is not None else source
     if filename is None:
         if shell is not None:
-            filename = shell.compile.cache(python, shell.execution_count, raw_code=source)
+            # run_cell counts the cell before executing it: this cell is the one before
+            number = max(1, shell.execution_count - 1)
+            filename = shell.compile.cache(python, number, raw_code=source)
         else:
             filename = "<zart cell>"
     tree = ast.parse(python, filename=filename)
@@ -73,7 +76,7 @@ def compile_cell(source: str, shell=None, *, filename: str | None = None) -> Cel
     body = compile(tree, filename, "exec")
     silent = python.rstrip().endswith(";")
     reads, binds = analyse(python)
-    return CellCode(source, python, body, last, silent, reads, binds)
+    return CellCode(source, python, body, last, silent, reads, binds, with_targets(tree))
 
 
 # -- which names a cell reads and binds -------------------------------------------
@@ -90,6 +93,17 @@ def analyse(python: str) -> tuple[list[str], list[str]]:
         bound |= _stores(stmt)
     binds = sorted(_stores_all(tree) | _mutated(tree))
     return reads, binds
+
+
+def with_targets(tree: ast.AST) -> set[str]:
+    """Names bound by ``with … as NAME``: files, locks, connections, usually."""
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.With, ast.AsyncWith)):
+            for item in node.items:
+                if item.optional_vars is not None:
+                    found |= {n.id for n in ast.walk(item.optional_vars) if isinstance(n, ast.Name)}
+    return found
 
 
 def _reads_of(node: ast.AST | None) -> set[str]:

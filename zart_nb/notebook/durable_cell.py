@@ -42,26 +42,31 @@ def say(message: str) -> None:
 class CellBody:
     """The body of a ``%%zart_durable`` cell: its code executed in a namespace.
 
-    Pickled (into the run's ``body``) as its Python source only: unpickled elsewhere
-    it executes in a fresh namespace. In the kernel it executes in the user's.
+    Pickled (into the run's ``body``) as its Python source, plus, for ``--detach``, the
+    values of the names it reads (``carry``): unpickled in a worker it executes in a
+    fresh namespace holding those. In the kernel it executes in the user's namespace.
     """
 
-    def __init__(self, python: str, cell: CellCode | None = None, namespace: dict | None = None) -> None:
+    def __init__(self, python: str, cell: CellCode | None = None, namespace: dict | None = None,
+                 carry: dict | None = None) -> None:
         self.python = python
         self.cell = cell
         self.namespace = namespace
+        self.carry = carry
         self.shown: Any = None  # the value shown when the real one could not be stored
         self.unpicklable: str | None = None
         self.started = False
 
     def __reduce__(self):
-        return (CellBody, (self.python,))
+        return (CellBody, (self.python, None, None, self.carry))
 
     def __call__(self) -> Any:
         __tracebackhide__ = True  # noqa: F841
         self.started = True
         cell = self.cell or compile_cell(self.python, filename="<zart cell>")
-        namespace = self.namespace if self.namespace is not None else {"__name__": "__main__"}
+        namespace = self.namespace
+        if namespace is None:
+            namespace = {"__name__": "__main__", **(self.carry or {})}
         value = cell.run(namespace)
         self.shown, self.unpicklable = None, None
         if value is not None:
@@ -83,6 +88,7 @@ class DurableRequest:
     timeout_text: str | None = None
     on_change: str = "rerun"
     on_failure: Callable | None = None
+    detach: bool = False
 
 
 def run_durable_cell(shell, source: str, request: DurableRequest) -> Any:
@@ -91,6 +97,8 @@ def run_durable_cell(shell, source: str, request: DurableRequest) -> Any:
     run_id = request.run_id or request.name
     options = Options(on_change=request.on_change)
     cell = compile_cell(source, shell)
+    if request.detach:
+        return _detach(shell, source, cell, request, run_id, options)
     body = CellBody(cell.python, cell, shell.user_ns)
     attached: list[dict] = []
 
@@ -149,6 +157,32 @@ def run_durable_cell(shell, source: str, request: DurableRequest) -> Any:
             f"result is None: {body.unpicklable}")
         return body.shown
     return outcome.value
+
+
+def _detach(shell, source: str, cell: CellCode, request: DurableRequest, run_id: str,
+            options: Options) -> None:
+    """Hand the cell to the worker fleet with the values of the names it reads."""
+    from .step_cells import _hidden
+
+    ns = shell.user_ns
+    carry = {n: ns[n] for n in cell.reads if n in ns and not _hidden(shell, n)}
+    body = CellBody(cell.python, None, None, carry)
+    if request.workers:
+        _detached_pools.append(_start_pool(request.workers))
+    try:
+        execute(body, name=request.name, run_id=run_id, options=options, restart=request.restart,
+                body_source=source, on_failure=request.on_failure, detach=True)
+    except (PayloadError, StoreError) as exc:
+        raise CellError(str(exc)) from None
+    workers = "" if request.workers else " (start some with %zart_worker start or `zart-nb worker`)"
+    say(f"run {run_id!r} handed to the workers{workers}; %zart_attach {run_id} follows it, "
+        "and running this cell without --detach once it ended brings its variables here")
+    if request.timeout:
+        _Deadline(run_id, request)  # cancels the run when its time is up, even detached
+    return None
+
+
+_detached_pools: list = []  # pools started for detached runs live as long as the kernel
 
 
 class CellError(Exception):

@@ -97,8 +97,6 @@ class ZartMagics(Magics):
         __tracebackhide__ = True  # noqa: F841
         func = self.zart_durable
         args = self._parse(func, line, cell=True)
-        if args.detach:
-            raise self._bad(func, "--detach is not available yet", cell=True)
         if args.workers is not None and args.workers < 1:
             raise self._bad(func, f"--workers must be at least 1, not {args.workers}", cell=True)
         with self._front(func, cell=True, arguments=True):
@@ -107,7 +105,7 @@ class ZartMagics(Magics):
                 timeout=parse_duration(args.timeout) if args.timeout else None,
                 timeout_text=args.timeout, on_change=args.on_change or self.default_on_change,
                 on_failure=(self._callable(func, args.on_failure, "--on-failure", True)
-                            if args.on_failure else None))
+                            if args.on_failure else None), detach=args.detach)
             _check_id(args.run if args.run is not None else args.name)
         if not cell.strip():
             raise self._bad(func, "the cell is empty: write the body below the magic line", cell=True)

@@ -24,6 +24,8 @@ def resume_request(run_id: str) -> tuple[str, DurableRequest]:
     if row.get("body") is not None:
         try:
             body = codec.decode(row["body"], what=f"body of run {run_id!r}")
+            if isinstance(body, tuple):  # (body, on_failure)
+                body = body[0]
         except PayloadError as exc:
             raise UsageError(f"run {run_id!r}: its stored body cannot be loaded here: {exc}") from None
     if not isinstance(body, CellBody) or not row.get("body_source"):

@@ -60,6 +60,7 @@ class _Outcome:
     changed: str | None = None  # "code" / "inputs" when re-executed because of a change
     problem: str | None = None  # a variable that could not be stored
     stored: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # `with … as NAME` values that won't pickle
     outputs: int = 0
     value: Any = None
 
@@ -125,6 +126,9 @@ class StepCellBody:
             try:
                 variables[var] = codec.encode(ns[var], what=f"variable {var!r}")
             except PayloadError as exc:
+                if var in self.cell.resources:  # `with open(…) as f`: left out, said so
+                    self.outcome.skipped.append(var)
+                    continue
                 self.outcome.problem = (
                     f"step cell {self.request.name!r}: {exc}. The cell ran but is not "
                     f"checkpointed; leave the variable out with --exclude {var}")
@@ -136,7 +140,7 @@ class StepCellBody:
                 stored_value = codec.encode(value, what="result")
             except PayloadError:
                 bundle = self.shell.display_formatter.format(value)
-        self.outcome.stored = names
+        self.outcome.stored = [n for n in names if n in variables]
         self.outcome.outputs = len(recorder.records)
         self.outcome.value = value
         return {"version": RECORD_VERSION, "vars": variables, "outputs": recorder.records,
@@ -188,8 +192,9 @@ def run_step_cell(shell, source: str, request: StepRequest) -> Any:
         raise CellError(result.problem)
     why = f" (re-executed: its {result.changed} changed)" if result.changed else ""
     stored = ", ".join(result.stored) or "none"
+    skipped = f" (not stored: {', '.join(result.skipped)})" if result.skipped else ""
     say(f"step cell {request.name!r} checkpointed in run {request.run_id!r}{why}; "
-        f"{len(result.stored)} variable{'s' if len(result.stored) != 1 else ''}: {stored}")
+        f"{len(result.stored)} variable{'s' if len(result.stored) != 1 else ''}: {stored}{skipped}")
     return result.value
 
 

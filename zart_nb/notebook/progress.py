@@ -1,0 +1,401 @@
+"""The live progress of a run: a widget in Jupyter, one rewritten text line elsewhere.
+
+``RunProgress(run_id)`` is an anywidget: a few synced traits (status, elapsed time,
+counts, one character per child, the first failures, the inspected child) drawn by
+``widgets/progress.js`` as a header, a bar, a legend with counts and one canvas cell per
+child. A ``Follower`` thread (``progress_state``) feeds it from the database, woken by
+LISTEN/NOTIFY and throttled to ten updates a second; it stops when the run ends, and the
+final state stays in the widget, so it is saved with the notebook. The front-end asks
+for a child's error and traceback, retries a failed child or cancels the run through
+custom messages (``model.send``).
+
+``show_for_run(run_id)`` picks the display: the widget inside a Jupyter kernel, a text
+line in a terminal or a script. The widget's ``text/plain`` is that line too, refreshed
+through its display handle while no front-end view has reported itself (nbclient, a
+text-only client), so a run executed headless still ends with its final line.
+
+``register(ipython)`` sets the engine's ``show_progress`` hook (a body waiting for its
+children shows its progress); ``unregister()`` clears it.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+import weakref
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import anywidget
+import traitlets as t
+
+from ..errors import RunNotFound, ZartError
+from ..store.connection import Store, get_store
+from . import progress_state
+from .progress_state import Follower, Snapshot, text_line
+
+__all__ = ["RunProgress", "TextProgress", "show_for_run", "register", "unregister",
+           "runs_table_html", "runs_table_text"]
+
+TEXT_REFRESH_SECONDS = 1.0  # text/plain of a widget nobody renders: at most once a second
+
+
+def _asset(name: str) -> str:
+    return (resources.files("zart_nb") / "widgets" / name).read_text(encoding="utf-8")
+
+
+class RunProgress(anywidget.AnyWidget):
+    """The live progress of run ``run_id``, read from the database.
+
+    ``since``: children completed before this time count as *replayed* (default: when
+    the widget was created, on the database's clock). ``start``: elapsed time is counted
+    from it (default: the run's start). ``follow=False`` shows one snapshot only.
+    """
+
+    # Strings, not Paths: anywidget would watch a Path with a closure over the widget.
+    _esm = _asset("progress.js")
+    _css = _asset("progress.css")
+
+    run_id = t.Unicode("").tag(sync=True)
+    run_name = t.Unicode("").tag(sync=True)
+    status = t.Unicode("").tag(sync=True)
+    error = t.Unicode("").tag(sync=True)
+    elapsed = t.Float(0.0).tag(sync=True)
+    live = t.Bool(True).tag(sync=True)
+    total = t.Int(0).tag(sync=True)
+    finished = t.Int(0).tag(sync=True)
+    counts = t.Dict().tag(sync=True)
+    states = t.Unicode("").tag(sync=True)
+    failed = t.List().tag(sync=True)
+    detail = t.Dict().tag(sync=True)
+    message = t.Unicode("").tag(sync=True)
+
+    def __init__(self, run_id: str, *, since: datetime | None = None,
+                 start: datetime | None = None, store: Store | None = None,
+                 follow: bool = True, **kwargs: Any) -> None:
+        super().__init__(run_id=run_id, **kwargs)
+        self._store = store or get_store()
+        self._since = since if since is not None else progress_state.db_now(self._store)
+        self._start = start
+        self._lock = threading.RLock()
+        self._views = 0  # front-end views that reported themselves
+        self._display = None  # the DisplayHandle of show_for_run, for text/plain refreshes
+        self._text_at = 0.0
+        self._closed = False
+        self._follower: Follower | None = None
+        self.on_msg(_on_front_message)
+        snap = self._follow_read()
+        if snap is None:
+            super().close()
+            raise RunNotFound(f"run {run_id!r} does not exist")
+        self._follow_apply(snap, final=not snap.live)
+        if follow and snap.live:
+            self.follow()
+
+    # -- following the database ------------------------------------------------
+    def follow(self) -> None:
+        """(Re)start the thread that follows the run, unless it runs already."""
+        with self._lock:
+            if self._closed or (self._follower is not None and self._follower.running):
+                return
+            self._follower = Follower(self, self._store, self.run_id).start()
+
+    @property
+    def following(self) -> bool:
+        return self._follower is not None and self._follower.running
+
+    def refresh(self) -> Snapshot | None:
+        """Read the run now and show it (from any thread); returns the snapshot."""
+        snap = self._follow_read()
+        if snap is not None:
+            self._follow_apply(snap, final=not snap.live)
+        return snap
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            if self._follower is not None:
+                self._follower.stop()
+        super().close()
+
+    def _follow_alive(self) -> bool:
+        return not self._closed and self.comm is not None
+
+    def _follow_read(self) -> Snapshot | None:
+        return progress_state.read(self._store, self.run_id, since=self._since, start=self._start)
+
+    def _follow_apply(self, snap: Snapshot, final: bool) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._last = snap
+            with self.hold_sync():
+                self.run_name = snap.name
+                self.status = snap.status
+                self.error = snap.error or ""
+                self.elapsed = round(snap.elapsed, 1)
+                self.live = not final
+                self.total = snap.total
+                self.finished = snap.finished
+                self.counts = snap.counts
+                self.states = snap.states
+                self.failed = snap.failed
+            self._refresh_text(final)
+
+    def _refresh_text(self, final: bool) -> None:
+        """Keep the display's text/plain current while no view renders the widget."""
+        handle = self._display
+        if handle is None:
+            return
+        now = time.monotonic()
+        if final or (self._views == 0 and now - self._text_at >= TEXT_REFRESH_SECONDS):
+            self._text_at = now
+            try:
+                handle.update(self)
+            except Exception:  # a display problem never stops the follower
+                pass
+
+    def text(self) -> str:
+        snap = getattr(self, "_last", None)
+        return text_line(snap) if snap is not None else f"run {self.run_id}"
+
+    def _repr_mimebundle_(self, **kwargs: Any):
+        bundle = super()._repr_mimebundle_(**kwargs)
+        if bundle is not None:
+            bundle[0]["text/plain"] = self.text()
+        return bundle
+
+    # -- what the front-end asks ------------------------------------------------
+    def _handle_front(self, content: dict) -> None:
+        kind = content.get("type")
+        try:
+            if kind == "view":
+                self._views += 1
+            elif kind == "inspect":
+                self._inspect(int(content.get("index", -1)))
+            elif kind == "retry":
+                self._retry(str(content.get("name", "")))
+            elif kind == "cancel":
+                self._cancel()
+        except ZartError as exc:
+            self.message = f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # never let a click raise into the kernel
+            self.message = f"error: {exc}"
+
+    def _inspect(self, index: int) -> None:
+        row = progress_state.child_at(self._store, self.run_id, index) if index >= 0 else None
+        if row is None:
+            self.detail = {}
+            return
+        self.detail = {"index": index, **{k: _jsonable(v) for k, v in row.items()}}
+
+    def _retry(self, name: str) -> None:
+        from ..engine.runs import Run
+
+        Run(self.run_id, self._store).retry_step(name)
+        self.message = f"child {name!r} is queued again"
+        if self.detail.get("name") == name:
+            self.detail = {}
+        self.follow()
+        self.refresh()
+
+    def _cancel(self) -> None:
+        from ..engine.runs import Run
+
+        done = Run(self.run_id, self._store).cancel()
+        self.message = "run cancelled" if done else "the run had already ended"
+        self.refresh()
+
+
+def _on_front_message(widget: RunProgress, content: Any, buffers: Any) -> None:
+    if isinstance(content, dict):
+        widget._handle_front(content)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return value
+
+
+class TextProgress:
+    """The same picture as one text line: rewritten with ``\\r`` on a terminal; elsewhere
+    a new line at most every ``every`` seconds, and the final one."""
+
+    def __init__(self, run_id: str, *, stream=None, since: datetime | None = None,
+                 start: datetime | None = None, store: Store | None = None,
+                 every: float = 10.0, follow: bool = True) -> None:
+        self.run_id = run_id
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.every = every
+        self._store = store or get_store()
+        self._since = since if since is not None else progress_state.db_now(self._store)
+        self._start = start
+        self._printed_at = 0.0
+        self._width = 0
+        self._stopped = False
+        self._lock = threading.Lock()
+        self.lines = 0  # lines written (a rewrite on a terminal counts as none)
+        snap = self._follow_read()
+        if snap is None:
+            raise RunNotFound(f"run {run_id!r} does not exist")
+        self._follow_apply(snap, final=not snap.live)
+        self._follower = Follower(self, self._store, run_id, rate=4.0 if self.tty else 10.0)
+        if follow and snap.live:
+            self._follower.start()
+
+    def stop(self) -> None:
+        self._stopped = True
+        self._follower.stop()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._follower.thread.is_alive():
+            self._follower.thread.join(timeout)
+
+    def _follow_alive(self) -> bool:
+        return not self._stopped
+
+    def _follow_read(self) -> Snapshot | None:
+        return progress_state.read(self._store, self.run_id, since=self._since, start=self._start)
+
+    def _follow_apply(self, snap: Snapshot, final: bool) -> None:
+        line = text_line(snap)
+        with self._lock:
+            now = time.monotonic()
+            if self.tty:
+                pad = " " * max(0, self._width - len(line))
+                self.stream.write("\r" + line + pad + ("\n" if final else ""))
+                self._width = 0 if final else len(line)
+                self.lines += 1 if final else 0
+            elif final or now - self._printed_at >= self.every:
+                self.stream.write(line + "\n")
+                self.lines += 1
+                self._printed_at = now
+            self.stream.flush()
+
+
+# -- choosing the display -------------------------------------------------------
+_shown: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # (run, cell) -> display
+
+
+def widget_frontend(shell: Any = None) -> bool:
+    """True inside a Jupyter kernel (ipykernel), where widgets can be displayed.
+
+    Every Jupyter client of a kernel (Lab, Notebook, VS Code, nbclient) records widget
+    outputs; nbclient renders none but saves their final state. A client that renders no
+    widget still gets the text line as the output's ``text/plain``.
+    """
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        shell = get_ipython()
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _cell_key(shell: Any) -> Any:
+    return getattr(shell, "execution_count", None) if shell is not None else None
+
+
+def show_for_run(run_id: str, *, since: datetime | None = None, start: datetime | None = None,
+                 store: Store | None = None) -> RunProgress | TextProgress:
+    """Show the live progress of ``run_id``: the widget in Jupyter, a text line elsewhere.
+
+    Shown once per cell and run: a second call in the same cell returns the first display.
+    """
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+    except ImportError:
+        shell = None
+    key = (run_id, _cell_key(shell))
+    found = _shown.get(key)
+    if found is not None and (not isinstance(found, RunProgress) or not found._closed):
+        return found
+    if widget_frontend(shell):
+        from IPython.display import display
+
+        widget = RunProgress(run_id, since=since, start=start, store=store)
+        widget._display = display(widget, display_id=True)
+        shown: RunProgress | TextProgress = widget
+    else:
+        shown = TextProgress(run_id, since=since, start=start, store=store)
+    _shown[key] = shown
+    return shown
+
+
+def _hook(run_id: str) -> None:
+    """The engine's ``show_progress``: a body starts waiting for its children."""
+    from ..engine.journal import current
+
+    store = since = start = None
+    ex = current()
+    if ex is not None and ex.run_id == run_id:
+        store = ex.store
+        start = progress_state.db_now(store)
+        replayed = [name for name in ex.report.replayed]
+        # children this execution replayed completed before it; the rest are its own
+        since = progress_state.replayed_until(store, run_id, replayed)
+        if since is None:
+            since = datetime.min.replace(tzinfo=start.tzinfo)  # nothing was replayed
+    show_for_run(run_id, since=since, start=start, store=store)
+
+
+def _post_run_cell(*args: Any) -> None:
+    """After a cell: the widgets it showed get their last state on the cell's own parent
+    message, which nbclient (it keeps only a cell's messages) saves with the notebook."""
+    for display in list(_shown.values()):
+        if isinstance(display, RunProgress) and not display._closed:
+            try:
+                display.refresh()
+            except Exception:
+                pass
+
+
+_registered: dict[str, Any] = {}
+
+
+def register(ipython: Any = None) -> None:
+    """Set the engine's ``show_progress`` hook (idempotent); the extension calls it on load."""
+    from ..engine import hooks
+
+    hooks.show_progress = _hook
+    if ipython is not None and _registered.get("shell") is not ipython:
+        unregister()
+        hooks.show_progress = _hook
+        ipython.events.register("post_run_cell", _post_run_cell)
+        _registered["shell"] = ipython
+
+
+def unregister() -> None:
+    """Clear the hook and the cell callback set by ``register``."""
+    from ..engine import hooks
+
+    if hooks.show_progress is _hook:
+        hooks.show_progress = None
+    shell = _registered.pop("shell", None)
+    if shell is not None:
+        try:
+            shell.events.unregister("post_run_cell", _post_run_cell)
+        except ValueError:
+            pass
+
+
+# -- %zart_runs ------------------------------------------------------------------
+def runs_table_html(rows: list[dict]) -> str:
+    """The rows of ``zart_nb.runs()`` as an HTML table."""
+    from .tables import as_html, rows_of
+
+    return as_html(rows_of(rows))
+
+
+def runs_table_text(rows: list[dict]) -> str:
+    """The rows of ``zart_nb.runs()`` as aligned text."""
+    from .tables import as_text, rows_of
+
+    return as_text(rows_of(rows))

@@ -1,0 +1,202 @@
+"""What a progress display shows of a run, read in one query, and the thread that follows it.
+
+A ``Snapshot`` is the whole picture: the run's status and elapsed time, and one
+character per child in schedule order (``STATES``), from which the counts come. The
+``Follower`` thread wakes on the run's LISTEN/NOTIFY channel (a slow poll covers a lost
+notification), reads a snapshot and hands it to its display, at most ``rate`` times a
+second however fast children finish. It always reads once more after the last
+notification, so the last state is always delivered, and it stops when the run ended
+or when its display goes away (it holds the display through a weak reference).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from ..store import queries
+from ..store.connection import Store
+from ..store.notify import listener
+
+# One character per child; the order is the order of the counts and of the legend.
+STATES = {"c": "completed", "p": "replayed", "r": "running", "y": "retrying",
+          "s": "scheduled", "f": "failed"}
+TERMINAL = ("completed", "failed", "cancelled")
+FAILED_LIMIT = 50  # failed children listed with their errors (the grid shows them all)
+POLL_SECONDS = 2.0  # fallback when a notification is lost
+IDLE_STOP_SECONDS = 60.0  # an ended run whose children stopped moving is not followed longer
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    run_id: str
+    name: str
+    status: str
+    states: str
+    failed: list[dict] = field(default_factory=list)
+    elapsed: float = 0.0
+    error: str | None = None
+
+    @property
+    def total(self) -> int:
+        return len(self.states)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {label: self.states.count(ch) for ch, label in STATES.items()}
+
+    @property
+    def finished(self) -> int:
+        c = self.counts
+        return c["completed"] + c["replayed"] + c["failed"]
+
+    @property
+    def live(self) -> bool:
+        """The run may still change: not ended, or ended with children still moving."""
+        if self.status not in TERMINAL:
+            return True
+        if self.status == "cancelled":  # unclaimed children are never run
+            return "r" in self.states
+        return any(ch in self.states for ch in "rsy")
+
+
+def read(store: Store, run_id: str, *, since: datetime | None,
+         start: datetime | None = None) -> Snapshot | None:
+    """The run as it is now (None when it does not exist), in one query.
+
+    ``since``: children completed before it count as replayed. ``start``: the elapsed
+    time is measured from it rather than from the run's ``started_at``.
+    """
+    with store.connection() as conn:
+        row = queries.one(conn, "progress_snapshot", run_id=run_id, since=since,
+                          failed_limit=FAILED_LIMIT)
+    if row is None:
+        return None
+    begin = row["started_at"] if start is None else max(start, row["started_at"])
+    end = row["finished_at"] if row["status"] in TERMINAL and row["finished_at"] else row["db_now"]
+    elapsed = max(0.0, (end - begin).total_seconds()) if begin is not None else 0.0
+    return Snapshot(run_id=row["run_id"], name=row["name"], status=row["status"],
+                    states=row["states"], failed=list(row["failed"] or []), elapsed=elapsed,
+                    error=row["error"])
+
+
+def db_now(store: Store) -> datetime:
+    with store.connection() as conn:
+        return queries.one(conn, "progress_now")["db_now"]
+
+
+def replayed_until(store: Store, run_id: str, names: list[str]) -> datetime | None:
+    """The boundary between children an execution replayed (``names``) and those it ran:
+    just after the last replayed one completed; None when it replayed none."""
+    if not names:
+        return None
+    with store.connection() as conn:
+        row = queries.one(conn, "progress_replayed_until", run_id=run_id, names=list(names))
+    last = row["last_finished"] if row else None
+    return None if last is None else last + timedelta(microseconds=1)
+
+
+def child_at(store: Store, run_id: str, index: int) -> dict | None:
+    with store.connection() as conn:
+        return queries.one(conn, "progress_child_at", run_id=run_id, index=index)
+
+
+def duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def text_line(snap: Snapshot, width: int = 24) -> str:
+    """One line: ``name [#######-----] 120/200 60% | running 2, failed 1 | 3.2 s waiting``."""
+    total = snap.total
+    done = snap.finished
+    filled = round(width * done / total) if total else (width if snap.status == "completed" else 0)
+    bar = "#" * filled + "-" * (width - filled)
+    pct = f"{100 * done // total}%" if total else "-"
+    parts = [f"{label} {n}" for label, n in snap.counts.items() if n and label != "completed"]
+    title = snap.run_id if snap.name == snap.run_id else f"{snap.run_id} ({snap.name})"
+    line = f"{title} [{bar}] {done}/{total} {pct}"
+    if parts:
+        line += " | " + ", ".join(parts)
+    return f"{line} | {duration(snap.elapsed)} {snap.status}"
+
+
+class Display(Protocol):
+    """What a Follower feeds: a widget or a text line."""
+
+    def _follow_alive(self) -> bool: ...
+
+    def _follow_apply(self, snap: Snapshot, final: bool) -> None: ...
+
+    def _follow_read(self) -> Snapshot | None: ...
+
+
+class Follower:
+    """A daemon thread that keeps one display up to date from the database."""
+
+    def __init__(self, display: Display, store: Store, run_id: str, *, rate: float = 10.0) -> None:
+        self._display = weakref.ref(display)
+        self.store = store
+        self.run_id = run_id
+        self.interval = 1.0 / rate
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True,
+                                       name=f"zart-progress-{run_id}")
+
+    def start(self) -> Follower:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive() and not self.stopped.is_set()
+
+    def _target(self) -> Any:
+        target = self._display()
+        if target is None or not target._follow_alive():
+            return None
+        return target
+
+    def _loop(self) -> None:
+        notes = listener(self.store)
+        last: Snapshot | None = None
+        last_change = time.monotonic()
+        while not self.stopped.is_set():
+            token = notes.token(self.run_id)
+            target = self._target()
+            if target is None:
+                return
+            try:
+                snap = target._follow_read()
+            except Exception:  # database away: try again at the slow poll
+                snap = None
+            del target  # hold the display only while delivering
+            if snap is not None:
+                now = time.monotonic()
+                if snap != last:
+                    last_change = now
+                ended = not snap.live or (snap.status in TERMINAL
+                                          and now - last_change > IDLE_STOP_SECONDS)
+                target = self._target()
+                if target is None:
+                    return
+                if snap != last or ended:
+                    target._follow_apply(snap, ended)
+                del target
+                last = snap
+                if ended:
+                    self.stopped.set()
+                    return
+            notes.wait(self.run_id, token, POLL_SECONDS)
+            # the throttle: whatever the rate of notifications, one read per interval
+            self.stopped.wait(self.interval)
