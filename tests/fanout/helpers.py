@@ -48,3 +48,10 @@ def spawn_script(*args: str, **kw) -> subprocess.Popen:
     """``python -m tests.fanout.scripts.<args>`` in the repository, this environment."""
     return subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=os.environ.copy(),
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def kill(proc: subprocess.Popen) -> tuple[str, str]:
+    """SIGKILL ``proc``; its output so far."""
+    proc.kill()
+    out, err = proc.communicate()
+    return out or "", err or ""

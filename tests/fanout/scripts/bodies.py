@@ -17,7 +17,7 @@ import os
 import sys
 import time
 
-from zart_nb import context, durable, schedule, sleep, wait
+from zart_nb import RetryPolicy, StepFunction, context, durable, schedule, sleep, wait
 
 from ..helpers import note
 
@@ -29,6 +29,17 @@ def record(log, i, delay=0.0):
     if delay:
         time.sleep(delay)
     return i * i
+
+
+def refuse(log, i):
+    """A child that always raises (its own, business error)."""
+    ctx = context()
+    note(log, f"{ctx.step} {ctx.attempt} {os.getpid()}")
+    raise ValueError(f"child {i} refuses")
+
+
+# retried twice, 0.1 s apart, then failed for good
+retried_refuse = StepFunction(refuse, "retried-{i}", retry=RetryPolicy.fixed(2, delay=0.1))
 
 
 @durable("fan")

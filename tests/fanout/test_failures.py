@@ -1,0 +1,72 @@
+"""Children that raise: retried with backoff by the workers, then failed for good, under
+both ``wait`` modes (fail-fast, and exceptions returned in place); attempts kept."""
+
+from __future__ import annotations
+
+import pytest
+
+from zart_nb import StepFailed, run, schedule, wait
+from zart_nb.engine.execute import execute
+
+from .helpers import lines
+from .scripts import bodies
+
+
+def three_children(log, failing, return_exceptions=False):
+    handles = [schedule(bodies.record, log, 1), schedule(failing, log, 2),
+               schedule(bodies.record, log, 3)]
+    return wait(handles, return_exceptions=return_exceptions)
+
+
+CASES = {  # the failing child: its name, how many times it runs, what wait() gives
+    "plain": (bodies.refuse, "refuse-0", 1, ValueError),
+    "retried": (bodies.retried_refuse, "retried-2", 3, StepFailed),
+}
+
+
+def check_attempts(sql, log, name: str, tries: int) -> None:
+    assert sorted(int(attempt) for child, attempt, _ in lines(log) if child == name) == \
+        list(range(1, tries + 1))
+    history = run("failing").attempts(name)
+    assert [(a["attempt"], a["status"]) for a in history] == [(i, "failed") for i in
+                                                              range(1, tries + 1)]
+    assert all("ValueError: child 2 refuses" in a["error"] for a in history)
+    row = sql("SELECT status, attempts, error, error_kind, traceback FROM steps WHERE name = %s",
+              name)[0]
+    assert row["status"] == "failed" and row["attempts"] == tries
+    assert "child 2 refuses" in row["error"] and "ValueError: child 2 refuses" in row["traceback"]
+    assert row["error_kind"] == ("framework" if tries > 1 else "business")
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_fail_fast_raises_the_failed_childs_error_naming_it(env, sql, tmp_path, case):
+    env(ZART_WORKERS=1)
+    failing, name, tries, kind = CASES[case]
+    log = tmp_path / "effects.log"
+    with pytest.raises(kind) as info:
+        execute(three_children, (str(log), failing), name="failing", run_id="failing")
+
+    error = info.value
+    assert f"child step {name!r} of run 'failing'" in "\n".join(error.__notes__)
+    if kind is StepFailed:  # retries exhausted: a framework failure carrying the last error
+        assert error.reason == "retries_exhausted" and error.step == name
+        assert f"failed after {tries} attempts; last: ValueError: child 2 refuses" in str(error)
+    else:  # the child's own exception, as it raised it
+        assert str(error) == "child 2 refuses"
+    check_attempts(sql, log, name, tries)
+    assert run("failing").status == "failed"
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_return_exceptions_gives_the_error_in_place_and_the_other_results(env, sql, tmp_path,
+                                                                           case):
+    env(ZART_WORKERS=1)
+    failing, name, tries, kind = CASES[case]
+    log = tmp_path / "effects.log"
+    outcome = execute(three_children, (str(log), failing, True), name="failing", run_id="failing")
+
+    first, error, third = outcome.value
+    assert (first, third) == (1, 9)
+    assert type(error) is kind and "child 2 refuses" in str(error)
+    check_attempts(sql, log, name, tries)
+    assert run("failing").status == "completed"
