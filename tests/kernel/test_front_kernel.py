@@ -98,3 +98,45 @@ def test_installed_kernel_loads_the_extension(kernels, tmp_path: Path):
     assert "step cells of this notebook belong to run 'analysis.ipynb'" in r.stdout
     r = kd.execute("%%zart_durable from-spec\n6 * 7", check=True)
     assert r.result == {"text/plain": "42"}
+
+
+SQUARE = "from zart_nb import step, schedule, wait\n@step('sq-{i}')\ndef sq(i):\n    return i * i\n"
+
+
+def test_timeout_cancels_the_run(kernel):
+    kernel.execute("import time\nfrom zart_nb import step\n@step('tick-{i}')\n"
+                   "def tick(i):\n    time.sleep(0.2)\n    return i", check=True)
+    r = kernel.execute("%%zart_durable slow --timeout 1s\nfor i in range(50):\n    tick(i)\n",
+                       timeout=60)
+    assert r.status == "error"
+    assert "was cancelled: it passed its --timeout of 1s" in r.error["evalue"]
+    assert len(r.error["traceback"]) == 1
+    r = kernel.execute("from zart_nb import Run\nRun('slow').status", check=True)
+    assert r.result == {"text/plain": "'cancelled'"}
+
+
+def test_fan_out_with_a_local_pool_and_worker_magic(kernel):
+    kernel.execute(SQUARE, check=True)
+    r = kernel.execute("%%zart_durable fan --workers 2\nwait([schedule(sq, i) for i in range(6)])",
+                       timeout=90, check=True)
+    assert r.result == {"text/plain": "[0, 1, 4, 9, 16, 25]"}
+    r = kernel.execute("%zart_worker start -n 1", check=True)
+    assert "worker pool started: 1 process" in r.stdout
+    r = kernel.execute("%zart_worker status", check=True)
+    assert "alive" in r.stdout
+    r = kernel.execute("%zart_worker stop", check=True)
+    assert "worker pool stopped" in r.stdout
+
+
+def test_detach_hands_the_cell_to_the_workers(kernel):
+    kernel.execute(SQUARE + "offset = 100", check=True)
+    r = kernel.execute("%%zart_durable det --detach --workers 1\nvalues = [sq(i) for i in range(3)]\n"
+                       "sum(values) + offset", timeout=60, check=True)
+    assert "handed to the workers" in r.stdout and r.result is None
+    r = kernel.execute("%zart_attach det --timeout 60s", timeout=90, check=True)
+    assert r.result == {"text/plain": "105"}
+    # executed here once it ended: its steps replay and its variables come back
+    r = kernel.execute("%%zart_durable det\nvalues = [sq(i) for i in range(3)]\nsum(values) + offset",
+                       timeout=60, check=True)
+    assert "3 replayed, 0 executed" in r.stdout and r.result == {"text/plain": "105"}
+    assert kernel.execute("values", check=True).result == {"text/plain": "[0, 1, 4]"}

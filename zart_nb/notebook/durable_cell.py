@@ -56,13 +56,17 @@ class CellBody:
         self.shown: Any = None  # the value shown when the real one could not be stored
         self.unpicklable: str | None = None
         self.started = False
+        self.execution = None  # the engine's Execution while the body runs
 
     def __reduce__(self):
         return (CellBody, (self.python, None, None, self.carry))
 
     def __call__(self) -> Any:
         __tracebackhide__ = True  # noqa: F841
+        from ..engine.journal import current
+
         self.started = True
+        self.execution = current()
         cell = self.cell or compile_cell(self.python, filename="<zart cell>")
         namespace = self.namespace
         if namespace is None:
@@ -111,7 +115,7 @@ def run_durable_cell(shell, source: str, request: DurableRequest) -> Any:
         _show_progress(run_id)
 
     pool = _start_pool(request.workers)
-    timer = _Deadline(run_id, request) if request.timeout else None
+    timer = _Deadline(run_id, request, body) if request.timeout else None
     restart = request.restart
     try:
         for _ in range(MAX_ATTACH_ROUNDS):
@@ -195,8 +199,9 @@ class CellError(Exception):
 class _Deadline:
     """``--timeout``: cancels the run once its time is up (the body stops at its next step)."""
 
-    def __init__(self, run_id: str, request: DurableRequest) -> None:
+    def __init__(self, run_id: str, request: DurableRequest, body: CellBody | None = None) -> None:
         self.run_id = run_id
+        self.body = body
         self.fired = False
         self._timer = threading.Timer(request.timeout, self._fire)
         self._timer.daemon = True
@@ -209,6 +214,9 @@ class _Deadline:
             self.fired = Run(self.run_id).cancel()
         except Exception:  # the run may not exist yet or the database is away
             self.fired = False
+        ex = self.body.execution if self.body is not None else None
+        if self.fired and ex is not None and ex.stop_reason is None:
+            ex.stop_reason = "cancelled"  # stop at the next step, not at the next heartbeat
 
     def cancel(self) -> None:
         self._timer.cancel()

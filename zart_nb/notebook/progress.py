@@ -39,9 +39,6 @@ from .progress_state import Follower, Snapshot, text_line
 __all__ = ["RunProgress", "TextProgress", "show_for_run", "register", "unregister",
            "runs_table_html", "runs_table_text"]
 
-TEXT_REFRESH_SECONDS = 1.0  # text/plain of a widget nobody renders: at most once a second
-
-
 def _asset(name: str) -> str:
     return (resources.files("zart_nb") / "widgets" / name).read_text(encoding="utf-8")
 
@@ -82,7 +79,7 @@ class RunProgress(anywidget.AnyWidget):
         self._lock = threading.RLock()
         self._views = 0  # front-end views that reported themselves
         self._display = None  # the DisplayHandle of show_for_run, for text/plain refreshes
-        self._text_at = 0.0
+        self._text_sent = ""
         self._closed = False
         self._follower: Follower | None = None
         self.on_msg(_on_front_message)
@@ -145,17 +142,19 @@ class RunProgress(anywidget.AnyWidget):
             self._refresh_text(final)
 
     def _refresh_text(self, final: bool) -> None:
-        """Keep the display's text/plain current while no view renders the widget."""
+        """Give the display's text/plain the final line, for clients that render no widget
+        (nbclient, text viewers of the saved notebook). Only at the end: a rendering client
+        would redraw the view on every display update, and while a cell blocks in
+        ``wait()`` the kernel cannot hear the view say that it rendered."""
         handle = self._display
-        if handle is None:
+        line = self.text()
+        if handle is None or not final or self._views or line == self._text_sent:
             return
-        now = time.monotonic()
-        if final or (self._views == 0 and now - self._text_at >= TEXT_REFRESH_SECONDS):
-            self._text_at = now
-            try:
-                handle.update(self)
-            except Exception:  # a display problem never stops the follower
-                pass
+        self._text_sent = line
+        try:
+            handle.update(self)
+        except Exception:  # a display problem never stops the follower
+            pass
 
     def text(self) -> str:
         snap = getattr(self, "_last", None)
@@ -346,11 +345,12 @@ def _hook(run_id: str) -> None:
     show_for_run(run_id, since=since, start=start, store=store)
 
 
-def _post_run_cell(*args: Any) -> None:
+def _post_run_cell(result: Any = None) -> None:
     """After a cell: the widgets it showed get their last state on the cell's own parent
     message, which nbclient (it keeps only a cell's messages) saves with the notebook."""
-    for display in list(_shown.values()):
-        if isinstance(display, RunProgress) and not display._closed:
+    cell = getattr(result, "execution_count", None)
+    for (_, shown_in), display in list(_shown.items()):
+        if shown_in == cell and isinstance(display, RunProgress) and not display._closed:
             try:
                 display.refresh()
             except Exception:
