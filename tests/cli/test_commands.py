@@ -103,3 +103,12 @@ def test_console_script_is_the_same_command():
         pytest.skip("zart-nb console script not installed in this environment")
     done = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and "runs" in done.stdout
+
+
+def test_demo_runs_against_the_given_database(zart_env):
+    env = {k: v for k, v in os.environ.items() if k != "ZART_DATABASE_URL"}
+    result = zart("--dsn", zart_env.database_url, "demo", env=env)
+    assert result.code == 0, result
+    assert "identical: yes" in result.out
+    demo_runs = zart("runs", "list", "--name", "report-batch", "--json").json()
+    assert [r["status"] for r in demo_runs] == ["completed"]  # --dsn reached its processes

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import sys
 from datetime import date, datetime, timedelta
@@ -74,6 +75,7 @@ def use_dsn(dsn: str | None) -> None:
     source = ctx.get_parameter_source("dsn") if ctx is not None else None
     if dsn and source in (None, click.core.ParameterSource.COMMANDLINE):
         configure(settings().evolve(database_url=dsn))
+        os.environ["ZART_DATABASE_URL"] = dsn  # for the processes it starts (demo, workers)
 
 
 def dsn_option(fn: Callable) -> Callable:
