@@ -191,6 +191,12 @@ class Run:
     def send_event(self, name: str, payload: Any = None) -> None:
         send_event(self.run_id, name, payload, store=self.store)
 
+    def progress(self):
+        """The run's live progress widget (an ipywidgets/anywidget ``RunProgress``)."""
+        from ..notebook.progress import RunProgress  # the engine never imports it eagerly
+
+        return RunProgress(self.run_id, store=self.store)
+
 
 def run(run_id: str) -> Run:
     """The run ``run_id`` (RunNotFound if there is none)."""
