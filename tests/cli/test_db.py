@@ -45,7 +45,7 @@ def test_migrate_applies_to_the_given_dsn_once(zart_env, empty_db_url):
 def test_a_database_that_is_down_is_a_failed_operation_with_the_password_redacted(zart_env):
     env = dict(os.environ, ZART_DATABASE_URL=DOWN)
     for args in (["runs", "list"], ["runs", "show", "x"], ["gc", "--older-than", "1d"],
-                 ["db", "migrate"], ["db", "status"]):
+                 ["db", "migrate"], ["db", "status"], ["worker"], ["event", "send", "x", "y"]):
         result = zart(*args, env=env)
         assert result.code == 1, (args, result)
         assert "secret" not in result.out + result.err
