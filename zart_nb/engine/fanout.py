@@ -158,6 +158,9 @@ def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) ->
     waiting = {h.name: h for h in items if h.outcome is None}
     if not waiting:
         return
+    # children queued by an earlier execution (that died) were not flushed now: the
+    # workers that will run them must be started all the same
+    ensure_local_workers(ex)
     if not ex.progress_shown:
         ex.progress_shown = True
         hooks.progress(ex.run_id)
