@@ -35,6 +35,7 @@ _PY = bytes([sys.version_info.major, sys.version_info.minor])
 _CP = cloudpickle.__version__.encode("ascii")
 _HEADER = MAGIC + bytes([FORMAT_VERSION]) + _PY + bytes([len(_CP)]) + _CP
 _MAC_SIZE = 32
+_ONE_SHOT = 64 * 1024
 _PROTOCOL = 5
 
 _key_cache: dict[tuple, bytes] = {}
@@ -89,11 +90,19 @@ def encode(value: Any, *, what: str = "value", owner: str = "") -> bytes:
 
 
 def seal(body: bytes) -> bytes:
-    header_and_body = (_HEADER, body)
-    mac = hmac.new(secret_key(), digestmod=hashlib.sha256)
-    for part in header_and_body:
-        mac.update(part)
-    return b"".join((_HEADER, mac.digest(), body))
+    return b"".join((_HEADER, _mac(_HEADER, body), body))
+
+
+def _mac(header: bytes | memoryview, body: bytes | memoryview) -> bytes:
+    """HMAC-SHA256 of header + body: one C call for small payloads (the replay path),
+    streamed for large ones (no copy of the body)."""
+    key = secret_key()
+    if len(body) <= _ONE_SHOT:
+        return hmac.digest(key, bytes(header) + bytes(body), "sha256")
+    mac = hmac.new(key, digestmod=hashlib.sha256)
+    mac.update(header)
+    mac.update(body)
+    return mac.digest()
 
 
 def decode(data: bytes | memoryview, *, what: str = "payload") -> Any:
@@ -116,10 +125,7 @@ def open_envelope(data: bytes | memoryview, *, what: str = "payload") -> memoryv
     header = view[:header_end]
     stored_mac = view[header_end:header_end + _MAC_SIZE]
     body = view[header_end + _MAC_SIZE:]
-    mac = hmac.new(secret_key(), digestmod=hashlib.sha256)
-    mac.update(header)
-    mac.update(body)
-    if not hmac.compare_digest(mac.digest(), bytes(stored_mac)):
+    if not hmac.compare_digest(_mac(header, body), bytes(stored_mac)):
         raise PayloadError(f"{what}: signature does not match (tampered, or signed with "
                            "another ZART_SECRET); refused, not unpickled")
     if bytes(view[4:6]) != _PY:

@@ -77,7 +77,8 @@ class Execution:
         self.lock = threading.Lock()  # the body connection, shared with helper threads
 
     def load(self) -> None:
-        rows = queries.all_rows(self.conn, "load_journal", run_id=self.run_id, generation=self.generation)
+        rows = queries.all_rows(self.conn, "load_journal", binary=True, run_id=self.run_id,
+                                generation=self.generation)
         fields = _ENTRY_FIELDS  # positional: a third of the cost of Entry.from_row per row
         self.journal = {row["name"]: Entry(*fields(row)) for row in rows}
 

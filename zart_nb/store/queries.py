@@ -28,18 +28,21 @@ def queries() -> dict[str, bytes]:
     return found
 
 
-def execute(conn: psycopg.Connection, query: str, /, **params: Any) -> psycopg.Cursor:
+def execute(conn: psycopg.Connection, query: str, /, *, binary: bool = False,
+            **params: Any) -> psycopg.Cursor:
     """Run ``query``. Parameters go in psycopg's automatic format: bytes (and arrays of
-    them) travel in binary, without escaping."""
-    return conn.cursor(row_factory=dict_row).execute(queries()[query], params)
+    them) travel in binary, without escaping. ``binary`` asks for results in binary too
+    (cheaper to decode when rows carry bytea)."""
+    return conn.cursor(row_factory=dict_row).execute(queries()[query], params, binary=binary)
 
 
 def one(conn: psycopg.Connection, query: str, /, **params: Any) -> dict | None:
     return execute(conn, query, **params).fetchone()
 
 
-def all_rows(conn: psycopg.Connection, query: str, /, **params: Any) -> list[dict]:
-    return execute(conn, query, **params).fetchall()
+def all_rows(conn: psycopg.Connection, query: str, /, *, binary: bool = False,
+             **params: Any) -> list[dict]:
+    return execute(conn, query, binary=binary, **params).fetchall()
 
 
 def rowcount(conn: psycopg.Connection, query: str, /, **params: Any) -> int:
