@@ -174,3 +174,37 @@ def test_restart_of_a_run_being_executed_is_refused(zart_env):
         return peek()
 
     assert body() == 1 and seen == [True]
+
+
+def test_a_cancel_takes_effect_at_the_next_step_commit_not_the_next_heartbeat(zart_env):
+    done: list[int] = []
+
+    @step("cut-{i}")
+    def cut(i):
+        if i == 2:
+            run("cancel-commit").cancel()  # the default lease: no heartbeat for 10 s
+        done.append(i)
+        return i
+
+    @durable("cancel-commit")
+    def body():
+        return [cut(i) for i in range(10)]
+
+    begun = time.monotonic()
+    with pytest.raises(RunFailed, match="cancelled"):
+        body()
+
+    assert time.monotonic() - begun < 5
+    assert done == [0, 1, 2]  # step 2's result was not committed; nothing ran after it
+    assert [s["name"] for s in run("cancel-commit").steps] == ["cut-0", "cut-1"]
+
+
+def test_a_completed_run_called_with_other_arguments_warns_and_returns_its_result(zart_env):
+    @durable("args")
+    def body(x):
+        return x * 2
+
+    assert body(2, run_id="args-1") == 4
+    with pytest.warns(UserWarning, match="executed with other arguments"):
+        assert body(5, run_id="args-1") == 4
+    assert body(5, run_id="args-1", restart=True) == 10

@@ -15,6 +15,7 @@ import socket
 import threading
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -102,6 +103,10 @@ def execute(body: Callable[..., Any], args: tuple = (), kwargs: dict | None = No
         owned, row = _acquire(store, conn, run_id, owner, wait=wait, reopen=replay_completed,
                               on_attach=on_attach)
     if not owned:  # ended elsewhere, or completed before
+        if row["input"] is not None and bytes(row["input"]) != run_input:
+            warnings.warn(f"run {run_id!r} was executed with other arguments; this returns its "
+                          "stored outcome (restart=True, or another run_id, runs it anew)",
+                          stacklevel=3)
         return BodyResult(run_id, stored_outcome(store, row), Report(), attached=True)
     return _run_body(store, body, args, kwargs, name=name, run_id=run_id, owner=owner,
                      generation=row["generation"], options=options, namespace=namespace,

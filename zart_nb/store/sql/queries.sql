@@ -107,7 +107,7 @@ FROM cfg WHERE run_id = %(run_id)s AND owner = %(owner)s
 
 -- name: complete_step
 -- Commit a step's result, inline or (with hash) once per content in payloads, in one
--- round trip; only while this process still owns the run.
+-- round trip; only while this process still owns the run and it is not cancelled.
 WITH payload AS (
     INSERT INTO payloads (hash, data, size)
     SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(hash)s::bytea IS NOT NULL
@@ -119,7 +119,8 @@ INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, code_fp, ar
 SELECT %(run_id)s, %(generation)s, %(name)s, %(kind)s, 'completed', %(seq)s, %(code_fp)s::bytea,
        %(args_fp)s::bytea, %(result)s::bytea, %(hash)s::bytea, %(size)s, %(attempt)s, %(max_attempts)s,
        %(started_at)s::timestamptz, now()
-WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s)
+WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
+              AND status IN ('running', 'waiting'))
 ON CONFLICT (run_id, generation, name) DO UPDATE
 SET status = 'completed', kind = EXCLUDED.kind, seq = EXCLUDED.seq, code_fp = EXCLUDED.code_fp,
     args_fp = EXCLUDED.args_fp, result = EXCLUDED.result, result_hash = EXCLUDED.result_hash,
@@ -247,7 +248,8 @@ FROM unnest(%(names)s::text[], %(seqs)s::integer[], %(code_fps)s::bytea[], %(arg
             %(tasks)s::bytea[], %(max_attempts)s::integer[], %(retries)s::text[],
             %(timeouts)s::float8[])
      AS c(name, seq, code_fp, args_fp, task, max_attempts, retry, timeout_s)
-WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s)
+WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
+              AND status IN ('running', 'waiting'))
 ON CONFLICT (run_id, generation, name) DO UPDATE
 SET status = 'scheduled', kind = 'child', seq = EXCLUDED.seq, namespace = EXCLUDED.namespace,
     code_fp = EXCLUDED.code_fp, args_fp = EXCLUDED.args_fp, task = EXCLUDED.task,
@@ -361,7 +363,8 @@ RETURNING s.run_id, s.name, s.status
 INSERT INTO steps (run_id, generation, name, kind, status, seq, not_before, attempts, started_at)
 SELECT %(run_id)s, %(generation)s, %(name)s, %(kind)s, 'running', %(seq)s,
        %(not_before)s::timestamptz, 1, now()
-WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s)
+WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
+              AND status IN ('running', 'waiting'))
 ON CONFLICT (run_id, generation, name) DO NOTHING
 
 -- name: cli_run_attempts
@@ -473,3 +476,54 @@ WHERE run_id = (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING run_id, name, namespace, generation, body, input, options
+
+-- name: progress_snapshot
+-- A progress widget's whole view of a run in one statement: the run, one character per
+-- child in schedule order (s scheduled, y retrying, r running, c completed, p replayed:
+-- completed before %(since)s, f failed) and the first failed children with their errors.
+WITH r AS (
+    SELECT run_id, name, status, generation, started_at, finished_at, error, now() AS db_now
+    FROM runs WHERE run_id = %(run_id)s
+), c AS (
+    SELECT s.name, s.error, s.attempts,
+           row_number() OVER (ORDER BY s.seq NULLS LAST, s.name) - 1 AS idx,
+           CASE WHEN s.status = 'completed'
+                     AND s.finished_at < coalesce(%(since)s::timestamptz, '-infinity') THEN 'p'
+                WHEN s.status = 'completed' THEN 'c'
+                WHEN s.status = 'failed' THEN 'f'
+                WHEN s.status = 'running' THEN 'r'
+                WHEN s.attempts > 0 OR s.not_before IS NOT NULL THEN 'y'
+                ELSE 's' END AS state
+    FROM steps s JOIN r ON s.run_id = r.run_id AND s.generation = r.generation
+    WHERE s.kind = 'child'
+)
+SELECT r.*,
+       (SELECT coalesce(string_agg(c.state, '' ORDER BY c.idx), '') FROM c) AS states,
+       (SELECT coalesce(json_agg(json_build_object('index', f.idx, 'name', f.name,
+                                                   'error', f.error, 'attempts', f.attempts)
+                                 ORDER BY f.idx), '[]'::json)
+        FROM (SELECT * FROM c WHERE c.state = 'f' ORDER BY c.idx LIMIT %(failed_limit)s) f)
+           AS failed
+FROM r
+
+-- name: progress_child_at
+-- The child at a position of the progress grid (schedule order), with its error and
+-- traceback, for the widget's detail panel.
+SELECT s.name, s.status, s.attempts, s.max_attempts, s.error, s.error_kind, s.traceback,
+       s.worker, s.not_before, s.started_at, s.finished_at
+FROM steps s JOIN runs r ON s.run_id = r.run_id AND s.generation = r.generation
+WHERE r.run_id = %(run_id)s AND s.kind = 'child'
+ORDER BY s.seq NULLS LAST, s.name
+OFFSET %(index)s LIMIT 1
+
+-- name: progress_replayed_until
+-- When the last of the named children (replayed by the execution that shows the widget)
+-- completed: children completed after it were completed by that execution.
+SELECT max(s.finished_at) AS last_finished
+FROM steps s JOIN runs r ON s.run_id = r.run_id AND s.generation = r.generation
+WHERE r.run_id = %(run_id)s AND s.kind = 'child' AND s.status = 'completed'
+  AND s.name = ANY(%(names)s)
+
+-- name: progress_now
+-- The database's clock: the widget measures "replayed" and elapsed time on it.
+SELECT now() AS db_now
