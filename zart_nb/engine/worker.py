@@ -87,14 +87,19 @@ class Worker:
         running: dict[Future, dict] = {}
         finished: list[_Done] = []
         last_flush = time.monotonic()
+        # The work token when a look for work last came back short (the queue drained):
+        # the next look waits for a notification on the work channel or the slow poll,
+        # so that a worker with idle slots and busy ones does not query in a loop.
+        idle_token, idle_since = None, 0.0
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="zart-child") as pool, \
                 claim_conn, result_conn:
             try:
                 while not self._should_stop():
                     token = notes.token(self.namespace)
+                    fresh = token != idle_token or time.monotonic() - idle_since >= POLL_SECONDS
                     room = self._room(len(queued) + len(running))
                     claimed = []
-                    if room > 0:
+                    if room > 0 and fresh:
                         claimed = queries.all_rows(
                             claim_conn, "claim_children", namespace=self.namespace,
                             worker=self.name, limit=room, lease=self.lease)
@@ -112,10 +117,14 @@ class Worker:
                                      or len(finished) >= 64):
                         self._commit(result_conn, finished)
                         finished, last_flush = [], time.monotonic()
-                    if not claimed or time.monotonic() - self._bodies_checked > POLL_SECONDS:
-                        self._claim_body(claim_conn)
+                    started_body = False
+                    if fresh and (not claimed or time.monotonic() - self._bodies_checked > POLL_SECONDS):
+                        started_body = self._claim_body(claim_conn)
+                    if fresh and room > 0 and len(claimed) < room and not started_body:
+                        idle_token, idle_since = token, time.monotonic()
                     if not running and not queued and not claimed:
-                        notes.wait(self.namespace, token, POLL_SECONDS)
+                        left = POLL_SECONDS - (time.monotonic() - idle_since)
+                        notes.wait(self.namespace, token, max(0.0, min(POLL_SECONDS, left)))
             finally:
                 self._give_back(claim_conn, queued)
                 for future in list(running):
@@ -124,7 +133,7 @@ class Worker:
                     self._commit(result_conn, finished)
 
     # -- detached bodies ---------------------------------------------------------
-    def _claim_body(self, conn: psycopg.Connection) -> None:
+    def _claim_body(self, conn: psycopg.Connection) -> bool:
         """Start executing a detached run, on a thread of its own, if one is waiting.
 
         Body threads are daemons: a worker that stops abandons its bodies, whose runs
@@ -133,16 +142,17 @@ class Worker:
         self._bodies_checked = time.monotonic()
         self._bodies = [t for t in self._bodies if t.is_alive()]
         if len(self._bodies) >= self.concurrency:
-            return
+            return False
         owner = new_owner()
         row = queries.one(conn, "claim_detached_run", owner=owner, host=HOST, pid=os.getpid(),
                           lease=self.lease, namespace=self.namespace)
         if row is None:
-            return
+            return False
         thread = threading.Thread(target=self._run_body, args=(row, owner), daemon=True,
                                   name=f"zart-body-{row['run_id'][:20]}")
         thread.start()
         self._bodies.append(thread)
+        return True
 
     def _run_body(self, row: dict, owner: str) -> None:
         try:
