@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Callable
+
+from zart_nb.engine.execute import execute
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,6 +45,28 @@ def until(check: Callable[[], object], timeout: float = 30.0, what: str = "condi
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(every)
+
+
+class InThread:
+    """``execute(body, …)`` on a thread of its own; ``result()`` joins it."""
+
+    def __init__(self, body, *args, run_id: str) -> None:
+        self.box: dict = {}
+        self.thread = threading.Thread(target=self._run, args=(body, args, run_id))
+        self.thread.start()
+
+    def _run(self, body, args, run_id) -> None:
+        try:
+            self.box["value"] = execute(body, args, name=body.__name__, run_id=run_id).value
+        except BaseException as exc:
+            self.box["error"] = exc
+
+    def result(self, timeout: float = 30.0):
+        self.thread.join(timeout)
+        assert not self.thread.is_alive(), "the body did not end"
+        if "error" in self.box:
+            raise self.box["error"]
+        return self.box["value"]
 
 
 def spawn_script(*args: str, **kw) -> subprocess.Popen:
