@@ -183,6 +183,8 @@ def _run_body(store: Store, body, args, kwargs, *, name, run_id, owner, generati
                 value = body(*args, **kwargs)
                 if ex.children is not None:
                     ex.children.flush(ex)  # scheduled and never waited for: still queued
+            except StoreError:
+                raise  # the database failed: nothing more can be stored (released below)
             except Exception as exc:
                 if on_failure is None:
                     _finish(ex, "failed", error=exc)

@@ -24,7 +24,7 @@ import psycopg
 from .. import codec
 from ..errors import DuplicateStepName, PayloadError, StoreError, Suspend, ZartError
 from ..store import queries
-from ..store.connection import Store
+from ..store.connection import Store, redact
 from .model import Entry, Report
 
 INLINE_LIMIT = 16 * 1024  # results larger than this go to the payloads table, stored once
@@ -173,8 +173,9 @@ class Execution:
             with self.lock:
                 return queries.rowcount(self.conn, query, **params)
         except psycopg.OperationalError as exc:
-            raise StoreError(f"run {self.run_id!r}: lost the database while writing step "
-                             f"{params.get('name')!r}: {str(exc).strip().splitlines()[0]}") from exc
+            raise StoreError(f"run {self.run_id!r}: lost the database {redact(self.store.dsn)} "
+                             f"while writing step {params.get('name')!r}: "
+                             f"{str(exc).strip().splitlines()[0]}") from exc
 
 
 class InflightWatch:
