@@ -1,0 +1,148 @@
+"""Helpers of the chaos suites: body subprocesses, worker processes, logs, the journal."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Callable
+
+import psutil
+import psycopg
+from psycopg.rows import dict_row
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def spawn_body(mode: str, run_id: str, log: Path, *extra: str, env: dict | None = None,
+               **popen) -> subprocess.Popen:
+    """``python -m tests.chaos.scripts.bodies MODE RUN_ID LOG ...`` in the repository."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.chaos.scripts.bodies", mode, run_id, str(log), *extra],
+        cwd=REPO, env=env or os.environ.copy(), stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
+
+
+def finish(proc: subprocess.Popen, timeout: float = 120) -> dict:
+    """The JSON line of a body that must succeed."""
+    stdout, stderr = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, stderr[-3000:]
+    return json.loads(stdout.strip().splitlines()[-1])
+
+
+def log_records(log: Path) -> list[list[str]]:
+    """``[name, attempt, pid, thread]`` per execution (and ``[done, name]`` lines)."""
+    if not log.exists():
+        return []
+    return [line.split() for line in log.read_text().splitlines() if line]
+
+
+def executions(records: list[list[str]]) -> Counter:
+    return Counter(r[0] for r in records if r[0] != "done")
+
+
+def wait_lines(log: Path, count: int, proc: subprocess.Popen | None = None,
+               timeout: float = 60.0) -> bool:
+    """Wait until LOG has ``count`` lines; False when ``proc`` ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if log.exists() and log.read_bytes().count(b"\n") >= count:
+            return True
+        if proc is not None and proc.poll() is not None:
+            return False
+        time.sleep(0.002)
+    raise AssertionError(f"{log} did not reach {count} lines within {timeout} s")
+
+
+def descendants(pid: int) -> list[psutil.Process]:
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def local_workers_of(pid: int) -> list[psutil.Process]:
+    """Worker processes started by body ``pid`` (found even once re-parented)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = proc.info["cmdline"] or []
+        if "zart_nb.engine.worker" in cmd and "--parent" in cmd and str(pid) in cmd:
+            found.append(proc)
+    return found
+
+
+def kill_body(proc: subprocess.Popen) -> None:
+    """SIGKILL a body process, then wait until the local workers it started are gone
+    (they get SIGTERM when it dies, finish what they started and exit)."""
+    kids = descendants(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    kids += local_workers_of(proc.pid)
+    _, alive = psutil.wait_procs(kids, timeout=30)
+    assert not alive, f"workers of a killed body still alive: {alive}"
+
+
+def journal(url: str, run_id: str) -> list[dict]:
+    with psycopg.connect(url, autocommit=True, options="-c search_path=zart",
+                         row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT s.name, s.kind, s.status, s.attempts, s.worker FROM steps s "
+            "JOIN runs r ON r.run_id = s.run_id AND r.generation = s.generation "
+            "WHERE s.run_id = %s", (run_id,)).fetchall()
+
+
+def committed(url: str, run_id: str) -> set[str]:
+    return {row["name"] for row in journal(url, run_id) if row["status"] == "completed"}
+
+
+def until(check: Callable[[], object], timeout: float = 60.0, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached within {timeout} s")
+        time.sleep(0.05)
+
+
+class Workers:
+    """External ``python -m zart_nb.engine.worker`` processes; stopped at the end."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[subprocess.Popen] = []
+        self.killed: list[int] = []
+
+    def start(self, concurrency: int) -> subprocess.Popen:
+        out = open(self.logs / f"worker-{len(self.procs)}.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zart_nb.engine.worker", "--concurrency", str(concurrency)],
+            cwd=REPO, env=os.environ.copy(), stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT)
+        out.close()
+        self.procs.append(proc)
+        return proc
+
+    def alive(self) -> list[subprocess.Popen]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.killed.append(proc.pid)
+
+    def stop(self) -> None:
+        for proc in self.alive():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -1,0 +1,104 @@
+"""The PostgreSQL server stopped in the middle of a run and started again.
+
+Runs against an embedded server of its own (a temporary ZART_HOME), never the session's
+server. What happens is recorded for docs/reliability.md: the body in flight fails with
+a StoreError that names the (redacted) server, because its connection is gone; executing
+the run again once the server is back resumes it: every step whose return the body saw
+(its commit waited for the WAL flush) is replayed, not run again.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from zart_nb.store import embedded
+
+from tests.fix_db import TEST_SECRET
+
+from .figures import record
+from .helpers import executions, finish, log_records, spawn_body, until
+from .scripts.bodies import seq_expected
+
+
+@pytest.fixture
+def own_server():
+    home = Path(tempfile.mkdtemp(prefix="zart-chaos-"))  # short: the socket lives in it
+    try:
+        yield home, embedded.server_url(home)
+    finally:
+        embedded.stop(home)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def body_env(home: Path, url: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZART_")}
+    env.update(ZART_DATABASE_URL=url, ZART_HOME=str(home), ZART_SECRET=TEST_SECRET,
+               ZART_WORKERS="0", ZART_LEASE_SECONDS="3")
+    return env
+
+
+def done_steps(log: Path) -> list[str]:
+    return [r[1] for r in log_records(log) if r[0] == "done"]
+
+
+def server_restart(own_server, tmp_path, *, steps: int, stop_after: int, down_s: float) -> dict:
+    home, url = own_server
+    env = body_env(home, url)
+    log = tmp_path / "effects.log"
+    body = spawn_body("seq", "through-restart", log, "--steps", str(steps), "--step-ms", "100",
+                      env=env)
+    until(lambda: len(done_steps(log)) >= stop_after or body.poll() is not None, 60,
+          f"{stop_after} steps done")
+    stopped = time.monotonic()
+    embedded.stop(home)
+    until(lambda: body.poll() is not None or time.monotonic() - stopped > down_s, 60)
+    exited_s = time.monotonic() - stopped if body.poll() is not None else None
+    time.sleep(max(0.0, down_s - (time.monotonic() - stopped)))
+    url_again = embedded.server_url(home)
+    stdout, stderr = body.communicate(timeout=120)
+    seen_done = done_steps(log)
+
+    if body.returncode == 0:
+        behaviour = "continued"
+        message = ""
+    else:
+        behaviour = "failed"
+        message = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1]
+        assert message.startswith("zart_nb.StoreError: "), stderr[-3000:]
+        assert str(home) in message and "while writing step 'q-" in message, message
+        assert "During handling" not in stderr, stderr[-3000:]  # one error, not a cascade
+        assert url_again == url
+    # executing the run again resumes it with nothing lost
+    resumed = finish(spawn_body("seq", "through-restart", log, "--steps", str(steps),
+                                "--step-ms", "100", env=body_env(home, url_again)))
+    assert resumed["result"] == seq_expected(steps)
+    counts = executions(log_records(log))
+    assert set(counts) == {f"q-{i}" for i in range(steps)}
+    for name in seen_done:  # the body saw it return: committed, never run again
+        assert counts[name] == 1, (name, counts[name])
+    assert all(c <= 2 for c in counts.values())
+    assert resumed["replayed"] >= len(seen_done)
+    return {"behaviour": behaviour, "message": message, "server_down_s": down_s,
+            "steps": steps, "done_before_failure": len(seen_done),
+            "replayed_on_resume": resumed["replayed"],
+            "re_executed": sorted(n for n, c in counts.items() if c > 1),
+            "body_failed_after_s": None if exited_s is None else round(exited_s, 2)}
+
+
+def test_server_stopped_and_started_mid_run(own_server, tmp_path):
+    figures = server_restart(own_server, tmp_path, steps=20, stop_after=5, down_s=1.0)
+    assert figures["behaviour"] == "failed"  # the documented behaviour; see the module doc
+    record("server", "restart_short", **figures)
+
+
+@pytest.mark.slow
+def test_server_down_for_10_s_mid_run(own_server, tmp_path):
+    figures = server_restart(own_server, tmp_path, steps=60, stop_after=25, down_s=10.0)
+    assert figures["behaviour"] == "failed"
+    record("server", "restart_long", **figures)
