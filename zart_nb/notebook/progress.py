@@ -31,7 +31,7 @@ from typing import Any
 import anywidget
 import traitlets as t
 
-from ..errors import RunNotFound, ZartError
+from ..errors import RunNotFound, UsageError, ZartError
 from ..store.connection import Store, get_store
 from . import progress_state
 from .progress_state import Follower, Snapshot, text_line
@@ -234,7 +234,6 @@ class TextProgress:
         self._since = since if since is not None else progress_state.db_now(self._store)
         self._start = start
         self._printed_at = 0.0
-        self._width = 0
         self._stopped = False
         self._lock = threading.Lock()
         self.lines = 0  # lines written (a rewrite on a terminal counts as none)
@@ -264,10 +263,8 @@ class TextProgress:
         line = text_line(snap)
         with self._lock:
             now = time.monotonic()
-            if self.tty:
-                pad = " " * max(0, self._width - len(line))
-                self.stream.write("\r" + line + pad + ("\n" if final else ""))
-                self._width = 0 if final else len(line)
+            if self.tty:  # back to the line's start, the line, erase what the last one left
+                self.stream.write("\r" + line + "\x1b[K" + ("\n" if final else ""))
                 self.lines += 1 if final else 0
             elif final or now - self._printed_at >= self.every:
                 self.stream.write(line + "\n")
@@ -296,39 +293,45 @@ def widget_frontend(shell: Any = None) -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def _cell_key(shell: Any) -> Any:
-    return getattr(shell, "execution_count", None) if shell is not None else None
+def _shell() -> Any:
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return None
+    return get_ipython()
 
 
-def show_for_run(run_id: str, *, since: datetime | None = None, start: datetime | None = None,
+def show_for_run(run_id: str, *, mode: str | None = None, since: datetime | None = None,
+                 start: datetime | None = None,
                  store: Store | None = None) -> RunProgress | TextProgress:
     """Show the live progress of ``run_id``: the widget in Jupyter, a text line elsewhere.
 
-    Shown once per cell and run: a second call in the same cell returns the first display.
+    ``mode``: ``"widget"`` or ``"text"`` instead of choosing by the front-end. Shown once
+    per cell and run: a second call in the same cell returns the first display.
     """
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-    except ImportError:
-        shell = None
-    key = (run_id, _cell_key(shell))
-    found = _shown.get(key)
-    if found is not None and (not isinstance(found, RunProgress) or not found._closed):
+    if mode not in (None, "widget", "text"):
+        raise UsageError(f"progress mode must be 'widget' or 'text', not {mode!r}")
+    shell = _shell()
+    if mode is None:
+        mode = "widget" if widget_frontend(shell) else "text"
+    key = (run_id, getattr(shell, "execution_count", None), mode)
+    found = _shown.get(key) if shell is not None else None
+    if found is not None and not getattr(found, "_closed", False):
         return found
-    if widget_frontend(shell):
-        from IPython.display import display
+    shown: RunProgress | TextProgress
+    if mode == "widget":
+        shown = RunProgress(run_id, since=since, start=start, store=store)
+        if shell is not None:
+            from IPython.display import display
 
-        widget = RunProgress(run_id, since=since, start=start, store=store)
-        widget._display = display(widget, display_id=True)
-        shown: RunProgress | TextProgress = widget
+            shown._display = display(shown, display_id=True)
     else:
         shown = TextProgress(run_id, since=since, start=start, store=store)
     _shown[key] = shown
     return shown
 
 
-def _hook(run_id: str) -> None:
+def _hook(run_id: str, mode: str | None = None) -> None:
     """The engine's ``show_progress``: a body starts waiting for its children."""
     from ..engine.journal import current
 
@@ -337,19 +340,18 @@ def _hook(run_id: str) -> None:
     if ex is not None and ex.run_id == run_id:
         store = ex.store
         start = progress_state.db_now(store)
-        replayed = [name for name in ex.report.replayed]
         # children this execution replayed completed before it; the rest are its own
-        since = progress_state.replayed_until(store, run_id, replayed)
+        since = progress_state.replayed_until(store, run_id, list(ex.report.replayed))
         if since is None:
             since = datetime.min.replace(tzinfo=start.tzinfo)  # nothing was replayed
-    show_for_run(run_id, since=since, start=start, store=store)
+    show_for_run(run_id, mode=mode, since=since, start=start, store=store)
 
 
 def _post_run_cell(result: Any = None) -> None:
     """After a cell: the widgets it showed get their last state on the cell's own parent
     message, which nbclient (it keeps only a cell's messages) saves with the notebook."""
     cell = getattr(result, "execution_count", None)
-    for (_, shown_in), display in list(_shown.items()):
+    for (_, shown_in, _), display in list(_shown.items()):
         if shown_in == cell and isinstance(display, RunProgress) and not display._closed:
             try:
                 display.refresh()
