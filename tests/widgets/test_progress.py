@@ -1,0 +1,233 @@
+"""The progress widget in this process, following real fan-outs on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import functools
+import io
+import time
+from pathlib import Path
+
+import pytest
+
+from zart_nb import run
+from zart_nb.engine import hooks
+from zart_nb.engine.execute import execute
+from zart_nb.errors import RunFailed, RunNotFound
+from zart_nb.notebook import progress
+from zart_nb.notebook.progress import RunProgress, TextProgress
+from zart_nb.notebook.progress_state import Snapshot, text_line
+
+from . import bodies
+from .conftest import until
+
+
+def widget_for(run_id: str, timeout: float = 30.0) -> RunProgress:
+    """The widget of a run that a body in a thread is about to create."""
+
+    def attempt():
+        try:
+            return RunProgress(run_id)
+        except RunNotFound:
+            return None
+
+    return until(attempt, timeout, f"run {run_id!r} to exist")
+
+
+def count_syncs(widget: RunProgress) -> list[float]:
+    """Times at which the widget sends its state to the front-end."""
+    times: list[float] = []
+    original = widget.send_state
+
+    def send_state(key=None):
+        times.append(time.monotonic())
+        return original(key)
+
+    widget.send_state = send_state
+    return times
+
+
+def test_widget_follows_a_fanout_to_its_end(workers, background):
+    body = background(bodies.naps, 40, 0.03)
+    widget = widget_for("naps")
+    seen: list[tuple[int, int]] = []
+    widget.observe(lambda change: seen.append((widget.finished, widget.total)), "finished")
+    assert body.result() == sum(range(40))
+    until(lambda: not widget.following, 10, "the follower to stop")
+    assert (widget.status, widget.total, widget.finished) == ("completed", 40, 40)
+    assert widget.counts["completed"] == 40 and widget.counts["failed"] == 0
+    assert widget.states == "c" * 40
+    assert widget.live is False and widget.elapsed > 0
+    assert len({f for f, _ in seen if f < 40}) >= 2, f"no live progress seen: {seen}"
+    assert seen == sorted(seen), "progress went backwards"
+    assert widget.comm is not None, "the widget stays open, so the notebook saves its state"
+    widget.close()
+
+
+def test_updates_are_throttled_for_5000_fast_children(workers, background):
+    body = background(bodies.quicks, 5000)
+    widget = widget_for("quick")
+    t0 = time.monotonic()
+    syncs = count_syncs(widget)
+    body.result(120)
+    until(lambda: not widget.following, 15, "the follower to stop")
+    seconds = time.monotonic() - t0
+    assert widget.finished == widget.total == 5000
+    assert len(syncs) <= 10 * seconds + 3, f"{len(syncs)} syncs in {seconds:.1f} s"
+    gaps = [b - a for a, b in zip(syncs, syncs[1:])]
+    assert not gaps or min(gaps) >= 0.09, f"two syncs {min(gaps):.3f} s apart"
+    widget.close()
+
+
+def test_the_hook_shows_new_and_replayed_children_of_an_execution(workers, monkeypatch):
+    shown: list = []
+
+    def hook(run_id: str) -> None:
+        progress._hook(run_id, mode="widget")
+        shown.extend(progress._shown.values())
+
+    monkeypatch.setattr(hooks, "show_progress", hook)
+    assert bodies.naps(10, 0.0, run_id="again") == sum(range(10))
+    first = shown[-1]
+    until(lambda: not first.following, 10, "the first follower to stop")
+    assert first.counts["completed"] == 10 and first.counts["replayed"] == 0
+    # executing the completed run again with more children: 10 replayed, 5 executed
+    out = execute(bodies.naps.fn, (15, 0.0), name="naps", run_id="again", replay_completed=True)
+    assert out.value == sum(range(15)) and len(out.report.replayed) == 10
+    second = shown[-1]
+    assert second is not first
+    until(lambda: not second.following, 10, "the second follower to stop")
+    assert second.counts["replayed"] == 10 and second.counts["completed"] == 5
+    assert second.states == "p" * 10 + "c" * 5
+    for w in (first, second):
+        w.close()
+
+
+def test_a_finished_run_shows_as_replayed_and_is_not_followed(workers):
+    bodies.naps(12, 0.0, run_id="done-before")
+    widget = run("done-before").progress()
+    assert isinstance(widget, RunProgress)
+    assert widget.following is False
+    assert widget.counts["replayed"] == 12 and widget.finished == 12 and widget.status == "completed"
+    assert "[########################] 12/12 100%" in widget._repr_mimebundle_()[0]["text/plain"]
+    widget.close()
+
+
+def test_failed_child_detail_retry_and_cancel(workers, tmp_path: Path):
+    flag = tmp_path / "fail"
+    flag.touch()
+    results = bodies.flakies(6, str(flag))
+    assert isinstance(results[3], ValueError)
+    widget = RunProgress("flaky")
+    assert widget.counts["failed"] == 1 and widget.states[3] == "f"
+    assert widget.failed == [{"index": 3, "name": "flaky-3", "error": widget.failed[0]["error"],
+                              "attempts": 1}]
+    assert "refuses" in widget.failed[0]["error"]
+    widget._handle_front({"type": "inspect", "index": 3})
+    assert widget.detail["name"] == "flaky-3" and widget.detail["status"] == "failed"
+    assert "ValueError" in widget.detail["traceback"] and "refuses" in widget.detail["traceback"]
+    flag.unlink()
+    widget._handle_front({"type": "retry", "name": "flaky-3"})
+    assert "queued again" in widget.message
+    until(lambda: widget.finished == 6 and not widget.failed, 30, "the retried child to complete")
+    assert widget.states == "pppcpp"  # replayed: completed before the widget; 3 ran since
+    widget._handle_front({"type": "inspect", "index": 99})
+    assert widget.detail == {}
+    widget._handle_front({"type": "retry", "name": "flaky-0"})  # completed: refused, shown
+    assert "only a failed step can be retried" in widget.message
+    widget.close()
+
+
+def test_cancel_from_the_widget_ends_the_run(workers, background):
+    body = background(bodies.naps, 200, 0.2)
+    widget = widget_for("naps")
+    until(lambda: widget.counts.get("running"), 30, "children to run")
+    widget._handle_front({"type": "cancel"})
+    assert widget.message == "run cancelled"
+    with pytest.raises(RunFailed, match="cancelled"):
+        body.result()
+    until(lambda: not widget.following, 15, "the follower to stop")
+    assert widget.status == "cancelled" and widget.counts["scheduled"] > 0
+    widget.close()
+
+
+def test_closing_the_widget_stops_its_follower(workers, background):
+    body = background(bodies.naps, 60, 0.05)
+    widget = widget_for("naps")
+    assert widget.following
+    follower = widget._follower
+    widget.close()
+    follower.thread.join(5)
+    assert not follower.thread.is_alive()
+    body.result()
+
+
+def test_text_progress_writes_few_lines(workers, background):
+    body = background(bodies.naps, 100, 0.02)
+    until(lambda: _exists("naps"), 30, "the run to exist")
+    plain = io.StringIO()
+    text = TextProgress("naps", stream=plain, every=10.0)
+    body.result()
+    text.join(15)
+    lines = plain.getvalue().splitlines()
+    assert 1 <= len(lines) <= 3, lines
+    assert lines[-1].startswith("naps [########################] 100/100 100%")
+    assert lines[-1].endswith("completed")
+
+
+class Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_text_progress_rewrites_one_line_on_a_terminal(workers, background):
+    body = background(bodies.naps, 100, 0.02)
+    until(lambda: _exists("naps"), 30, "the run to exist")
+    tty = Tty()
+    t0 = time.monotonic()
+    text = TextProgress("naps", stream=tty)
+    body.result()
+    text.join(15)
+    seconds = time.monotonic() - t0
+    out = tty.getvalue()
+    assert out.count("\n") == 1 and out.endswith("completed\x1b[K\n")
+    assert out.count("\r") <= 4 * seconds + 3
+    assert text.lines == 1
+
+
+def test_show_for_run_outside_jupyter_is_text(workers, capsys):
+    bodies.naps(5, 0.0, run_id="shown")
+    first = progress.show_for_run("shown")
+    assert isinstance(first, TextProgress)
+    assert "5/5 100%" in capsys.readouterr().err
+
+
+def test_register_sets_and_clears_the_engine_hook():
+    progress.register()
+    try:
+        assert hooks.show_progress is progress._hook
+    finally:
+        progress.unregister()
+    assert hooks.show_progress is None
+
+
+def test_text_line():
+    snap = Snapshot(run_id="r1", name="batch", status="waiting", states="ccpfrys",
+                    elapsed=75.0)
+    assert text_line(snap, width=7) == (
+        "r1 (batch) [####---] 4/7 57% | replayed 1, running 1, retrying 1, scheduled 1, "
+        "failed 1 | 1 min 15 s waiting")
+
+
+def test_runs_tables():
+    rows = [{"run_id": "a<b", "name": "n", "status": "completed", "steps_done": 2,
+             "steps_total": 2, "owner": None, "started_at": None, "finished_at": None}]
+    assert "a&lt;b" in progress.runs_table_html(rows)
+    assert progress.runs_table_text(rows).splitlines()[2].startswith("a<b")
+
+
+def _exists(run_id: str) -> bool:
+    try:
+        run(run_id)
+    except RunNotFound:
+        return False
+    return True
