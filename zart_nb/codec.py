@@ -37,6 +37,9 @@ _HEADER = MAGIC + bytes([FORMAT_VERSION]) + _PY + bytes([len(_CP)]) + _CP
 _MAC_SIZE = 32
 _ONE_SHOT = 64 * 1024
 _PROTOCOL = 5
+# PostgreSQL keeps at most 1 GiB in one bytea value (and in one protocol message): a
+# larger payload would make the server drop the connection mid-write.
+MAX_PAYLOAD = (1 << 30) - (1 << 20)
 
 _key_cache: dict[tuple, bytes] = {}
 
@@ -86,6 +89,11 @@ def encode(value: Any, *, what: str = "value", owner: str = "") -> bytes:
     except Exception as exc:  # pickling raises many kinds of errors
         reason = unpicklable_reason(value, what, exc)
         raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
+    if len(body) > MAX_PAYLOAD:
+        reason = (f"{what} pickles to {len(body) / (1 << 20):,.0f} MiB; PostgreSQL stores at most "
+                  f"{MAX_PAYLOAD >> 20:,} MiB in one value: keep it in a file or an object store "
+                  "and return its path")
+        raise PayloadError(f"{owner}: {reason}" if owner else reason)
     return seal(body)
 
 
@@ -141,7 +149,7 @@ def digest(data: bytes | memoryview) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-def fingerprint(value: Any) -> bytes:
+def fingerprint(value: Any, *, owner: str = "") -> bytes:
     """Content hash of a value's pickle (not signed: only the hash is stored)."""
     try:
         body = pickle.dumps(value, protocol=_PROTOCOL)
@@ -149,7 +157,8 @@ def fingerprint(value: Any) -> bytes:
         try:
             body = cloudpickle.dumps(value, protocol=_PROTOCOL)
         except Exception as exc:
-            raise PayloadError(unpicklable_reason(value, "arguments", exc)) from None
+            reason = unpicklable_reason(value, "arguments", exc)
+            raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
     return digest(body)
 
 

@@ -27,7 +27,7 @@ from ..errors import PayloadError, RunBusy, RunFailed, RunNotFound, StoreError, 
 from ..store import queries
 from ..store.connection import Store, get_store
 from ..store.notify import listener
-from .journal import Execution, _current, encode_error, one_line, split_payload
+from .journal import Execution, _current, check_name, encode_error, one_line, split_payload
 from .model import ON_CHANGE_POLICIES, Report
 
 HOST = socket.gethostname()
@@ -116,8 +116,7 @@ def execute(body: Callable[..., Any], args: tuple = (), kwargs: dict | None = No
 def _check_id(what: str, value: Any) -> None:
     if not isinstance(value, str) or not value.strip():
         raise UsageError(f"{what} must be a non-empty string, not {value!r}")
-    if "\x00" in value:
-        raise UsageError(f"{what} {value[:40]!r} contains a NUL character")
+    check_name(what, value)
 
 
 def _encode_body(body: Callable, on_failure: Callable | None, *, required: bool) -> bytes | None:

@@ -109,7 +109,7 @@ def schedule(fn: Callable | StepFunction | NamedCall, *args: Any, **kwargs: Any)
             named = f"{named}-{number}"
     seq = ex.claim_name(named)
     code_fp = code_fingerprint(fn.fn)
-    args_fp = codec.fingerprint((args, kwargs))
+    args_fp = codec.fingerprint((args, kwargs), owner=f"child {named!r}")
     handle = StepHandle(named, ex.run_id)
     entry = ex.journal.get(named)
     if entry is not None and entry.status in ("scheduled", "running"):

@@ -22,12 +22,13 @@ from typing import Any
 import psycopg
 
 from .. import codec
-from ..errors import DuplicateStepName, PayloadError, StoreError, Suspend, ZartError
+from ..errors import DuplicateStepName, PayloadError, StoreError, Suspend, UsageError, ZartError
 from ..store import queries
 from ..store.connection import Store, redact
 from .model import Entry, Report
 
 INLINE_LIMIT = 16 * 1024  # results larger than this go to the payloads table, stored once
+MAX_NAME_BYTES = 1000  # run ids and step/event names are keys of PostgreSQL b-tree indexes
 _ENTRY_FIELDS = operator.itemgetter(*Entry.__dataclass_fields__)
 
 _current: ContextVar[Execution | None] = ContextVar("zart_execution", default=None)
@@ -86,6 +87,7 @@ class Execution:
     def claim_name(self, name: str) -> int:
         """Register one use of ``name`` in this execution; returns its sequence number."""
         self.check_live()
+        check_name("step name", name)
         site = call_site()
         first = self.used.get(name)
         if first is not None:
@@ -217,6 +219,15 @@ class InflightWatch:
         finally:
             if conn is not None:
                 conn.close()
+
+
+def check_name(what: str, name: str) -> None:
+    """Refuse a name PostgreSQL cannot store as a key: a NUL, or too long for an index."""
+    if "\x00" in name:
+        raise UsageError(f"{what} {name[:40]!r} contains a NUL character")
+    if len(name) > MAX_NAME_BYTES // 4 and len(name.encode()) > MAX_NAME_BYTES:
+        raise UsageError(f"{what} {name[:40]!r}... is {len(name.encode())} bytes long; at most "
+                         f"{MAX_NAME_BYTES} (it is a key of the journal's indexes)")
 
 
 def split_payload(data: bytes) -> tuple[bytes | None, bytes | None]:

@@ -13,6 +13,7 @@ from ..store import queries
 from ..store.connection import Store, get_store
 from ..store.notify import listener
 from .execute import BodyResult, Options, execute, stored_outcome
+from .journal import check_name
 from .model import Report
 
 TERMINAL = ("completed", "failed", "cancelled")
@@ -217,6 +218,9 @@ def send_event(run_id: str, name: str, payload: Any = None, *, store: Store | No
 
     if not isinstance(name, str) or not name:
         raise UsageError(f"an event needs a non-empty name, not {name!r}")
+    check_name("event name", name)
+    if isinstance(run_id, str):
+        check_name("run id", run_id)
     data = codec.encode(payload, what="payload", owner=f"event {name!r}")
     store = store or get_store()
     try:

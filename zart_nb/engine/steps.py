@@ -175,7 +175,7 @@ def run_step(ex: Execution, step: StepFunction, name: str, args: tuple, kwargs: 
     """Replay ``name`` from the journal, or execute it and commit its outcome."""
     seq = ex.claim_name(name)
     code_fp = code_fingerprint(step.fn)
-    args_fp = codec.fingerprint((args, kwargs))
+    args_fp = codec.fingerprint((args, kwargs), owner=f"step {name!r}")
     entry = ex.journal.get(name)
     first_attempt = 1
     executed = ex.report.executed
