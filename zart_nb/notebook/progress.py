@@ -350,7 +350,9 @@ def _hook(run_id: str, mode: str | None = None) -> None:
 def _post_run_cell(result: Any = None) -> None:
     """After a cell: the widgets it showed get their last state on the cell's own parent
     message, which nbclient (it keeps only a cell's messages) saves with the notebook."""
-    cell = getattr(result, "execution_count", None)
+    # the counter as the cell saw it (IPython advances it as a cell starts, so it is not
+    # the result's execution_count)
+    cell = getattr(_registered.get("shell"), "execution_count", None)
     for (_, shown_in, _), display in list(_shown.items()):
         if shown_in == cell and isinstance(display, RunProgress) and not display._closed:
             try:
