@@ -86,7 +86,7 @@ class Worker:
         queued: deque[dict] = deque()
         running: dict[Future, dict] = {}
         finished: list[_Done] = []
-        last_flush = time.monotonic()
+        finished_since = 0.0  # when the oldest result not committed yet was ready
         # The work token when a look for work last came back short (the queue drained):
         # the next look waits for a notification on the work channel or the slow poll,
         # so that a worker with idle slots and busy ones does not query in a loop.
@@ -98,8 +98,11 @@ class Worker:
                     token = notes.token(self.namespace)
                     fresh = token != idle_token or time.monotonic() - idle_since >= POLL_SECONDS
                     room = self._room(len(queued) + len(running))
+                    # Claim when the queue runs low, a batch at a time (not one child per
+                    # freed slot, which costs a claim query per child).
+                    looked = room > 0 and fresh and len(queued) < self.concurrency
                     claimed = []
-                    if room > 0 and fresh:
+                    if looked:
                         claimed = queries.all_rows(
                             claim_conn, "claim_children", namespace=self.namespace,
                             worker=self.name, limit=room, lease=self.lease)
@@ -110,17 +113,22 @@ class Worker:
                     if running:
                         done, _ = wait_futures(list(running), timeout=FLUSH_SECONDS,
                                                return_when=FIRST_COMPLETED)
+                        if done and not finished:
+                            finished_since = time.monotonic()
                         for future in done:
                             running.pop(future)
                             finished.append(future.result())
-                    if finished and (not running or time.monotonic() - last_flush > FLUSH_SECONDS
-                                     or len(finished) >= 64):
+                    # Commit together what a batch produced: when the worker runs dry, or
+                    # when the oldest result has waited FLUSH_SECONDS, or 64 are ready.
+                    if finished and ((not running and not queued) or len(finished) >= 64
+                                     or time.monotonic() - finished_since > FLUSH_SECONDS):
                         self._commit(result_conn, finished)
-                        finished, last_flush = [], time.monotonic()
+                        finished = []
+                    drained = looked and len(claimed) < room
                     started_body = False
-                    if fresh and (not claimed or time.monotonic() - self._bodies_checked > POLL_SECONDS):
+                    if drained or time.monotonic() - self._bodies_checked > POLL_SECONDS:
                         started_body = self._claim_body(claim_conn)
-                    if fresh and room > 0 and len(claimed) < room and not started_body:
+                    if drained and not started_body:
                         idle_token, idle_since = token, time.monotonic()
                     if not running and not queued and not claimed:
                         left = POLL_SECONDS - (time.monotonic() - idle_since)
