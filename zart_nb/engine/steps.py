@@ -166,7 +166,8 @@ def invoke(step: StepFunction, name: str | None, args: tuple, kwargs: dict) -> O
             return Ok(step.fn(*args, **kwargs))
         except Exception as exc:
             return Err(exc)
-    resolved = step.resolve_name(name or step.template, args, kwargs)
+    # a call-site name (.named) is used as is, like a child's: only templates are filled
+    resolved = name if name is not None else step.resolve_name(step.template, args, kwargs)
     return run_step(ex, step, resolved, args, kwargs)
 
 
