@@ -1,0 +1,37 @@
+"""``python -m benchmarks --quick`` runs and prints JSON (no timing is asserted: CI
+machines vary; the figures are published by ``python -m tests.chaos.report``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+FAST = ["sequential_steps", "replay_rate", "payload_roundtrip", "restart_to_first_step",
+        "replay_memory"]
+
+
+def test_quick_benchmarks_print_json(db_url):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZART_")}
+    env["ZART_DATABASE_URL"] = db_url  # the test's database; tables in schema zart_bench
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", *FAST],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert report["quick"] is True and sorted(report["results"]) == sorted(FAST)
+    for name, figures in report["results"].items():
+        assert figures, name
+        flat = [v for f in figures.values() for v in f.values()] \
+            if all(isinstance(f, dict) for f in figures.values()) else list(figures.values())
+        assert all(isinstance(v, (int, float, str)) for v in flat), (name, figures)
+
+
+def test_every_registered_benchmark_can_be_chosen():
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "no-such-benchmark"],
+                          cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "invalid choice" in done.stderr
+    for name in FAST + ["embedded_start"]:  # the refusal lists every registered benchmark
+        assert repr(name) in done.stderr
