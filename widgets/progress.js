@@ -120,7 +120,8 @@ function render({ model, el }) {
     canvas.hidden = n === 0;
     if (!n) return;
     const [size, gap] = cellSize(n);
-    const width = Math.max(200, Math.floor(root.clientWidth || el.clientWidth || 600));
+    // the content box of the widget (the bar row spans it), not the padded root
+    const width = Math.max(200, Math.floor(barRow.clientWidth || el.clientWidth || 600));
     const cols = Math.max(1, Math.floor((width + gap) / (size + gap)));
     const rows = Math.ceil(n / cols);
     const cssW = Math.min(width, cols * (size + gap));

@@ -67,7 +67,8 @@ def test_comm_messages_follow_a_fanout_and_end_on_the_final_state(kernel):
     assert not kernel.widgets.models[model]["closed"]
 
     # run again: the completed run is not executed; its progress shows it all replayed
-    again = kernel.execute("progress.show_for_run('kernel-fanout')", check=True)
+    again = kernel.execute("progress.show_for_run('kernel-fanout', replayed_before='now')",
+                           check=True)
     kernel.drain(0.5)
     [_, replay] = kernel.widgets.progress_models()
     assert kernel.widgets.state(replay)["counts"]["replayed"] == N

@@ -102,12 +102,15 @@ def test_the_hook_shows_new_and_replayed_children_of_an_execution(workers, monke
         w.close()
 
 
-def test_a_finished_run_shows_as_replayed_and_is_not_followed(workers):
+def test_a_finished_run_is_shown_and_not_followed(workers):
     bodies.naps(12, 0.0, run_id="done-before")
     widget = run("done-before").progress()
     assert isinstance(widget, RunProgress)
     assert widget.following is False
-    assert widget.counts["replayed"] == 12 and widget.finished == 12 and widget.status == "completed"
+    assert widget.counts["completed"] == 12 and widget.finished == 12 and widget.status == "completed"
+    replayed = RunProgress("done-before", replayed_before="now")
+    assert replayed.counts["replayed"] == 12 and replayed.states == "p" * 12
+    replayed.close()
     assert "[########################] 12/12 100%" in widget._repr_mimebundle_()[0]["text/plain"]
     widget.close()
 
@@ -117,7 +120,7 @@ def test_failed_child_detail_retry_and_cancel(workers, tmp_path: Path):
     flag.touch()
     results = bodies.flakies(6, str(flag))
     assert isinstance(results[3], ValueError)
-    widget = RunProgress("flaky")
+    widget = RunProgress("flaky", replayed_before="now")
     assert widget.counts["failed"] == 1 and widget.states[3] == "f"
     assert widget.failed == [{"index": 3, "name": "flaky-3", "error": widget.failed[0]["error"],
                               "attempts": 1}]

@@ -46,9 +46,10 @@ def _asset(name: str) -> str:
 class RunProgress(anywidget.AnyWidget):
     """The live progress of run ``run_id``, read from the database.
 
-    ``since``: children completed before this time count as *replayed* (default: when
-    the widget was created, on the database's clock). ``start``: elapsed time is counted
-    from it (default: the run's start). ``follow=False`` shows one snapshot only.
+    ``replayed_before``: children completed before this time count as *replayed*, a
+    datetime or ``"now"`` (the database's clock); by default none do. ``start``: elapsed
+    time is counted from it (default: the run's start). ``follow=False`` shows one
+    snapshot only.
     """
 
     # Strings, not Paths: anywidget would watch a Path with a closure over the widget.
@@ -69,12 +70,12 @@ class RunProgress(anywidget.AnyWidget):
     detail = t.Dict().tag(sync=True)
     message = t.Unicode("").tag(sync=True)
 
-    def __init__(self, run_id: str, *, since: datetime | None = None,
+    def __init__(self, run_id: str, *, replayed_before: datetime | str | None = None,
                  start: datetime | None = None, store: Store | None = None,
                  follow: bool = True, **kwargs: Any) -> None:
         super().__init__(run_id=run_id, **kwargs)
         self._store = store or get_store()
-        self._since = since if since is not None else progress_state.db_now(self._store)
+        self._since = _moment(self._store, replayed_before)
         self._start = start
         self._lock = threading.RLock()
         self._views = 0  # front-end views that reported themselves
@@ -213,6 +214,14 @@ def _on_front_message(widget: RunProgress, content: Any, buffers: Any) -> None:
         widget._handle_front(content)
 
 
+def _moment(store: Store, value: datetime | str | None) -> datetime | None:
+    if value == "now":
+        return progress_state.db_now(store)
+    if value is not None and not isinstance(value, datetime):
+        raise UsageError(f"replayed_before must be a datetime or 'now', not {value!r}")
+    return value
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.isoformat()
@@ -223,15 +232,15 @@ class TextProgress:
     """The same picture as one text line: rewritten with ``\\r`` on a terminal; elsewhere
     a new line at most every ``every`` seconds, and the final one."""
 
-    def __init__(self, run_id: str, *, stream=None, since: datetime | None = None,
-                 start: datetime | None = None, store: Store | None = None,
-                 every: float = 10.0, follow: bool = True) -> None:
+    def __init__(self, run_id: str, *, stream=None,
+                 replayed_before: datetime | str | None = None, start: datetime | None = None,
+                 store: Store | None = None, every: float = 10.0, follow: bool = True) -> None:
         self.run_id = run_id
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.every = every
         self._store = store or get_store()
-        self._since = since if since is not None else progress_state.db_now(self._store)
+        self._since = _moment(self._store, replayed_before)
         self._start = start
         self._printed_at = 0.0
         self._stopped = False
@@ -301,13 +310,15 @@ def _shell() -> Any:
     return get_ipython()
 
 
-def show_for_run(run_id: str, *, mode: str | None = None, since: datetime | None = None,
-                 start: datetime | None = None,
+def show_for_run(run_id: str, *, mode: str | None = None,
+                 replayed_before: datetime | str | None = None, start: datetime | None = None,
                  store: Store | None = None) -> RunProgress | TextProgress:
     """Show the live progress of ``run_id``: the widget in Jupyter, a text line elsewhere.
 
-    ``mode``: ``"widget"`` or ``"text"`` instead of choosing by the front-end. Shown once
-    per cell and run: a second call in the same cell returns the first display.
+    ``mode``: ``"widget"`` or ``"text"`` instead of choosing by the front-end.
+    ``replayed_before``: see ``RunProgress`` (``"now"`` after a call that returned a
+    completed run's stored result). Shown once per cell and run: a second call in the
+    same cell returns the first display.
     """
     if mode not in (None, "widget", "text"):
         raise UsageError(f"progress mode must be 'widget' or 'text', not {mode!r}")
@@ -320,13 +331,13 @@ def show_for_run(run_id: str, *, mode: str | None = None, since: datetime | None
         return found
     shown: RunProgress | TextProgress
     if mode == "widget":
-        shown = RunProgress(run_id, since=since, start=start, store=store)
+        shown = RunProgress(run_id, replayed_before=replayed_before, start=start, store=store)
         if shell is not None:
             from IPython.display import display
 
             shown._display = display(shown, display_id=True)
     else:
-        shown = TextProgress(run_id, since=since, start=start, store=store)
+        shown = TextProgress(run_id, replayed_before=replayed_before, start=start, store=store)
     _shown[key] = shown
     return shown
 
@@ -342,9 +353,7 @@ def _hook(run_id: str, mode: str | None = None) -> None:
         start = progress_state.db_now(store)
         # children this execution replayed completed before it; the rest are its own
         since = progress_state.replayed_until(store, run_id, list(ex.report.replayed))
-        if since is None:
-            since = datetime.min.replace(tzinfo=start.tzinfo)  # nothing was replayed
-    show_for_run(run_id, mode=mode, since=since, start=start, store=store)
+    show_for_run(run_id, mode=mode, replayed_before=since, start=start, store=store)
 
 
 def _post_run_cell(result: Any = None) -> None:
