@@ -130,7 +130,10 @@ class Worker:
                         started_body = self._claim_body(claim_conn)
                     if drained and not started_body:
                         idle_token, idle_since = token, time.monotonic()
-                    if not running and not queued and not claimed:
+                    if not running and not queued and idle_token == token:
+                        # nothing to do, and the last look found the queue drained: sleep
+                        # until work is announced (or the slow poll). Having just finished
+                        # a batch is no reason to wait: more may be queued.
                         left = POLL_SECONDS - (time.monotonic() - idle_since)
                         notes.wait(self.namespace, token, max(0.0, min(POLL_SECONDS, left)))
             finally:
