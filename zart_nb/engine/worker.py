@@ -45,7 +45,7 @@ from .steps import _TimedOut, call_with_timeout
 POLL_SECONDS = 2.0
 FLUSH_SECONDS = 0.02  # finished results wait at most this long to be committed together
 QUICK_CHILD = 0.02  # children faster than this are claimed in batches
-BATCH_PER_SLOT = 16
+BATCH_PER_SLOT = 64
 
 
 @dataclass
