@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,6 +30,8 @@ from .steps import NamedCall, StepFunction
 
 FLUSH_AT = 1000  # children buffered before an insert
 POLL_SECONDS = 2.0  # fallback when a notification is lost
+COALESCE_PER_CHILD = 1e-5  # a waiting body's pause between looks, per child still waiting
+MAX_COALESCE_SECONDS = 0.05
 
 
 @dataclass
@@ -178,8 +181,11 @@ def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) ->
                 handle.outcome = _outcome_of(ex, row)
                 if handle.outcome[0] == "error" and not return_exceptions:
                     raise _with_note(handle.outcome[1], handle.name, ex.run_id)
-            if waiting:
-                notes.wait(ex.run_id, token, POLL_SECONDS)
+            if waiting and notes.wait(ex.run_id, token, POLL_SECONDS):
+                # Each look costs about a microsecond per waiting name, and every batch a
+                # worker commits notifies: while many wait, let several batches land
+                # before looking again (the last children are seen at once).
+                time.sleep(min(MAX_COALESCE_SECONDS, len(waiting) * COALESCE_PER_CHILD))
     finally:
         ex.set_status("running")
 
