@@ -84,3 +84,19 @@ def test_a_fan_out_of_ten_thousand_children(env, sql):
     assert time.monotonic() - started < 120
     assert sql("SELECT count(*) AS n FROM steps WHERE kind = 'child' AND status = 'completed'") == \
         [{"n": n}]
+
+
+def slow_children(log, n, delay):
+    return wait([schedule(bodies.record, log, i, delay) for i in range(n)])
+
+
+def test_a_worker_runs_slow_children_back_to_back(env, tmp_path):
+    env(ZART_WORKERS=1)  # one process, one slot: it must claim the next child at once
+    n, delay = 6, 0.3
+    execute(slow_children, (str(tmp_path / "warm.log"), 1, 0.0), name="warm", run_id="warm")
+    started = time.monotonic()
+    value = execute(slow_children, (str(tmp_path / "slow.log"), n, delay), name="slow",
+                    run_id="slow").value
+    elapsed = time.monotonic() - started
+    assert value == [i * i for i in range(n)]
+    assert elapsed < n * delay + 1.5, f"{n} children of {delay} s took {elapsed:.1f} s"
