@@ -234,16 +234,10 @@ def _start_pool(size: int | None):
 
 
 def _show_progress(run_id: str) -> None:
-    """The run's progress widget, when the engine has one (best effort)."""
-    from ..engine.runs import Run
-
-    progress = getattr(Run, "progress", None)
-    if progress is None:
-        return
+    """The run's live progress (a widget in Jupyter, a text line elsewhere); best effort."""
     try:
-        widget = Run(run_id).progress()
-        from IPython.display import display
+        from .progress import show_for_run
 
-        display(widget)
-    except Exception as exc:  # never fail an attach because of the widget
-        print(f"(no progress widget: {exc})", file=sys.stderr)
+        show_for_run(run_id)
+    except Exception as exc:  # never fail an attach because of the display
+        print(f"(no progress display: {exc})", file=sys.stderr)

@@ -34,14 +34,13 @@ def banner() -> str:
 
 
 def load(ipython) -> None:
-    from ..engine import hooks
-    from .durable_cell import _show_progress
+    from . import progress
     from .magics import ZartMagics
 
     magics = ZartMagics(shell=ipython)
     ipython.register_magics(magics)
     _loaded[id(ipython)] = magics
-    hooks.show_progress = _show_progress  # a body waiting for children shows their progress
+    progress.register(ipython)  # a body waiting for children shows their live progress
     print(banner(), flush=True)
 
 
@@ -50,10 +49,10 @@ def unload(ipython) -> None:
     if magics is None:
         return
     magics.stop()
-    from ..engine import hooks
-
     if not _loaded:
-        hooks.show_progress = None
+        from . import progress
+
+        progress.unregister()
     table = ipython.magics_manager.magics
     for kind in ("line", "cell"):
         for name in list(table[kind]):
