@@ -172,3 +172,29 @@ def test_unpicklable_variable_is_named(ip, zart_env):
     result, out, err = run(ip, cell.replace("lock\n", "lock --exclude guard\n", 1))
     assert result.success, err
     assert "2 variables: n, threading" in out
+
+
+def test_on_failure_handler_gives_the_result(ip, zart_env):
+    run(ip, "def fallback(inp, err):\n    return f'recovered from {type(err).__name__}'")
+    result, out, err = run(ip, "%%zart_durable flaky --on-failure fallback\nraise KeyError('x')\n")
+    assert result.success, err
+    from zart_nb import Run
+
+    assert Run("flaky").result() == "recovered from KeyError"
+
+
+def test_default_notebook_run_and_unstorable_value(ip, zart_env):
+    ip.run_line_magic("zart_run", "")
+    magics = ip.magics_manager.registry["ZartMagics"]
+    magics.notebook_run = None
+    ip.user_ns.pop("__session__", None)
+    assert magics.current_run() == "notebook"
+    ip.user_ns["__session__"] = "/work/analysis.ipynb"
+    assert magics.current_run() == "analysis.ipynb"
+    cell = "%%zart_step lockcell\nimport threading\nthreading.Lock()\n"
+    first = run(ip, cell)
+    assert first[0].success, first[2]
+    again = run(ip, cell)
+    assert again[0].success and "restored" in again[1]
+    assert "lock" in repr(again[0].result).lower()  # shown as it was, though not stored
+    ip.user_ns.pop("__session__")
