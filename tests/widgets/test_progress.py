@@ -141,7 +141,7 @@ def test_failed_child_detail_retry_and_cancel(workers, tmp_path: Path):
 
 
 def test_cancel_from_the_widget_ends_the_run(workers, background):
-    body = background(bodies.naps, 200, 0.2)
+    body = background(bodies.naps, 300, 0.05)
     widget = widget_for("naps")
     until(lambda: widget.counts.get("running"), 30, "children to run")
     widget._handle_front({"type": "cancel"})
@@ -197,11 +197,12 @@ def test_text_progress_rewrites_one_line_on_a_terminal(workers, background):
     assert text.lines == 1
 
 
-def test_show_for_run_outside_jupyter_is_text(workers, capsys):
-    bodies.naps(5, 0.0, run_id="shown")
-    first = progress.show_for_run("shown")
-    assert isinstance(first, TextProgress)
-    assert "5/5 100%" in capsys.readouterr().err
+def test_outside_jupyter_the_hook_shows_a_text_line(workers, monkeypatch, capsys):
+    monkeypatch.setattr(hooks, "show_progress", progress._hook)  # what register() sets
+    assert bodies.naps(30, 0.02, run_id="texted") == sum(range(30))
+    # nobody holds the text display: it lives until the run ended, then prints its last line
+    until(lambda: "30/30 100%" in capsys.readouterr().err, 15, "the final line")
+    assert isinstance(progress.show_for_run("texted"), TextProgress)
 
 
 def test_register_sets_and_clears_the_engine_hook():

@@ -170,6 +170,10 @@ class RunProgress(anywidget.AnyWidget):
     # -- what the front-end asks ------------------------------------------------
     def _handle_front(self, content: dict) -> None:
         kind = content.get("type")
+        with self._lock:  # the follower thread sets traits too
+            self._handle_locked(kind, content)
+
+    def _handle_locked(self, kind: Any, content: dict) -> None:
         try:
             if kind == "view":
                 self._views += 1
@@ -250,13 +254,15 @@ class TextProgress:
         if snap is None:
             raise RunNotFound(f"run {run_id!r} does not exist")
         self._follow_apply(snap, final=not snap.live)
-        self._follower = Follower(self, self._store, run_id, rate=4.0 if self.tty else 10.0)
+        self._follower = Follower(self, self._store, run_id, rate=4.0 if self.tty else 10.0,
+                                  keep=True)
         if follow and snap.live:
             self._follower.start()
 
     def stop(self) -> None:
         self._stopped = True
         self._follower.stop()
+        self._follower._kept = None
 
     def join(self, timeout: float | None = None) -> None:
         if self._follower.thread.is_alive():

@@ -141,8 +141,12 @@ class Display(Protocol):
 class Follower:
     """A daemon thread that keeps one display up to date from the database."""
 
-    def __init__(self, display: Display, store: Store, run_id: str, *, rate: float = 10.0) -> None:
+    def __init__(self, display: Display, store: Store, run_id: str, *, rate: float = 10.0,
+                 keep: bool = False) -> None:
         self._display = weakref.ref(display)
+        # a text line has no other owner: held until the run ends; a widget is held by
+        # its front-end (and ipywidgets) and is followed only while it lives
+        self._kept = display if keep else None
         self.store = store
         self.run_id = run_id
         self.interval = 1.0 / rate
@@ -196,6 +200,7 @@ class Follower:
                 last = snap
                 if ended:
                     self.stopped.set()
+                    self._kept = None
                     return
             notes.wait(self.run_id, token, POLL_SECONDS)
             # the throttle: whatever the rate of notifications, one read per interval
