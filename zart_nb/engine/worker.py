@@ -74,10 +74,11 @@ class Worker:
         self._avg_seconds = 1.0
         self._bodies: list[threading.Thread] = []
         self._bodies_checked = 0.0
+        self._notes = None  # the work channel's listener, once running
 
     # -- the claim loop --------------------------------------------------------
     def run(self) -> None:
-        notes = listener(self.store, WORK_CHANNEL)
+        notes = self._notes = listener(self.store, WORK_CHANNEL)
         heartbeat = threading.Thread(target=self._heartbeat, daemon=True, name="zart-worker-lease")
         heartbeat.start()
         claim_conn = self.store.connect()
@@ -175,6 +176,16 @@ class Worker:
     def _room(self, held: int) -> int:
         per_slot = BATCH_PER_SLOT if self._avg_seconds < QUICK_CHILD else 1
         return self.concurrency * per_slot - held
+
+    def stop(self) -> None:
+        """Stop claiming (SIGTERM, SIGINT): held children are finished or given back.
+
+        Wakes the claim loop if it sleeps on the work channel, so that a worker (and
+        a script whose local pool stops at exit) does not wait for the slow poll.
+        """
+        self.stopping.set()
+        if self._notes is not None:
+            self._notes._bump(self.namespace)  # (the listener has no public wake-up)
 
     def _should_stop(self) -> bool:
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
@@ -282,7 +293,7 @@ def run_worker(*, concurrency: int = 1, namespace: str | None = None,
     worker = Worker(store, concurrency=concurrency, namespace=namespace, parent_pid=parent_pid)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: worker.stopping.set())
+            signal.signal(sig, lambda *_: worker.stop())
     worker.run()
 
 
