@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 from collections import Counter
 
 from .helpers import lines, runs_per_child, until
@@ -80,3 +81,15 @@ def test_children_complete_once_when_a_worker_is_killed_midway(env, workers, sql
     assert max(by_others.values()) == 1
     assert {name for name, count in runs.items() if count > 1} <= held
     assert len({int(pid) for _, _, pid in lines(log)}) >= 3, "the local pool ran children too"
+
+
+def test_an_idle_worker_stops_promptly_on_sigterm(env, workers, sql):
+    env(ZART_WORKERS=0)
+    worker = workers.start(2)
+    until(lambda: sql("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() "
+                      "AND query LIKE 'LISTEN%%zart_work%%'"), what="the worker to listen")
+    time.sleep(0.3)  # into its sleep on the work channel
+    started = time.monotonic()
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(10) == 0, workers.output(worker)
+    assert time.monotonic() - started < 1.0, "SIGTERM waited for the 2 s slow poll"
