@@ -158,15 +158,15 @@ def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) ->
     for h in items:
         if h.entry is not None and h.outcome is None:
             h.outcome = ("ok", ex.value(h.entry))
+    if not ex.progress_shown:  # a fully replayed fan-out shows its progress too
+        ex.progress_shown = True
+        hooks.progress(ex.run_id)
     waiting = {h.name: h for h in items if h.outcome is None}
     if not waiting:
         return
     # children queued by an earlier execution (that died) were not flushed now: the
     # workers that will run them must be started all the same
     ensure_local_workers(ex)
-    if not ex.progress_shown:
-        ex.progress_shown = True
-        hooks.progress(ex.run_id)
     ex.set_status("waiting")
     notes = listener(ex.store)
     try:

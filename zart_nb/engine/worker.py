@@ -326,6 +326,7 @@ class LocalPool:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait()
         self.procs = []
 
     def status(self) -> list[dict]:
