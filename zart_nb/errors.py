@@ -33,14 +33,16 @@ from __future__ import annotations
 class ZartError(Exception):
     """Base of every error zart-nb raises."""
 
-    def __reduce__(self):  # rebuild from args, whatever the subclass __init__ takes
-        return (_rebuild, (type(self), self.args, self.__dict__))
+    def __reduce__(self):  # rebuild from args, whatever the subclass __init__ takes;
+        # the cause travels too (a StepFailed for exhausted retries carries the last error)
+        return (_rebuild, (type(self), self.args, self.__dict__, self.__cause__))
 
 
-def _rebuild(cls, args, state):
+def _rebuild(cls, args, state, cause=None):
     exc = Exception.__new__(cls)
     exc.args = args
     exc.__dict__.update(state)
+    exc.__cause__ = cause
     return exc
 
 

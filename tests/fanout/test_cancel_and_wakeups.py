@@ -59,3 +59,15 @@ def test_waiting_for_a_slow_child_does_not_poll_the_database(env, workers, sql, 
     # a loop that polls as it waits does hundreds
     assert idle < 30, f"{idle} transactions in 3 s of waiting"
     assert body.result() == [0]
+
+
+def test_a_body_waiting_for_children_notices_a_cancel_at_once(env, sql, tmp_path):
+    env(ZART_WORKERS=0)  # no worker: the children never finish; the lease is the default 30 s
+    body = InThread(waits_for_children, str(tmp_path / "log"), 3, run_id="cut-short")
+    until(lambda: children(sql, "cut-short") == ["scheduled"] * 3, what="the children queued")
+    begun = time.monotonic()
+    assert run("cut-short").cancel()
+
+    with pytest.raises(RunFailed, match="'cut-short' was cancelled"):
+        body.result()
+    assert time.monotonic() - begun < 5  # not the next heartbeat, 10 s away

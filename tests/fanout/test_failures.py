@@ -3,6 +3,8 @@ both ``wait`` modes (fail-fast, and exceptions returned in place); attempts kept
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from zart_nb import StepFailed, run, schedule, wait
@@ -70,3 +72,24 @@ def test_return_exceptions_gives_the_error_in_place_and_the_other_results(env, s
     assert type(error) is kind and "child 2 refuses" in str(error)
     check_attempts(sql, log, name, tries)
     assert run("failing").status == "completed"
+
+
+def test_a_short_retry_delay_is_honoured_not_rounded_up_to_the_slow_poll(env, tmp_path):
+    env(ZART_WORKERS=1)
+    log = tmp_path / "effects.log"
+    begun = time.monotonic()
+    with pytest.raises(StepFailed):
+        execute(three_children, (str(log), bodies.retried_refuse), name="failing",
+                run_id="failing")
+
+    assert time.monotonic() - begun < 3.5  # two retries 0.1 s apart, not 2 s polls each
+
+
+def test_the_stored_error_of_exhausted_retries_keeps_its_last_error_as_cause(env, tmp_path):
+    env(ZART_WORKERS=1)
+    outcome = execute(three_children, (str(tmp_path / "log"), bodies.retried_refuse, True),
+                      name="failing", run_id="failing")
+    error = outcome.value[1]
+
+    assert isinstance(error, StepFailed)
+    assert isinstance(error.__cause__, ValueError) and str(error.__cause__) == "child 2 refuses"

@@ -166,3 +166,15 @@ def test_unpicklable_connection_is_named_by_path(db_url):
             codec.encode({"conn": conn}, what="result")
 
     assert str(caught.value) == "result['conn']: cannot pickle 'psycopg.Connection'"
+
+
+def test_closing_the_store_stops_its_listeners(zart_env):
+    from zart_nb.store.notify import listener
+
+    store = get_store()
+    follower = listener(store)
+    assert listener(store) is follower  # one per store and channel
+    store.close()
+
+    follower._thread.join(timeout=5)
+    assert not follower._thread.is_alive()

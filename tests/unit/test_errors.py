@@ -40,3 +40,16 @@ def test_signals_escape_except_exception():
     assert not issubclass(errors.Suspend, Exception)
     assert issubclass(errors.StepTimedOut, errors.StepFailed)
     assert issubclass(errors.DuplicateStepName, errors.UsageError)
+
+
+def test_a_cause_survives_pickling():
+    import pickle
+
+    from zart_nb.errors import StepFailed
+
+    error = StepFailed("failed after 3 attempts", step="s", reason="retries_exhausted")
+    error.__cause__ = ValueError("last")
+    back = pickle.loads(pickle.dumps(error))
+
+    assert type(back.__cause__) is ValueError and str(back.__cause__) == "last"
+    assert (back.step, back.reason) == ("s", "retries_exhausted")

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+import cloudpickle
+
 from .. import codec
 from ..errors import CodeChanged, PayloadError, StepFailed, UsageError
 from ..store import queries
@@ -61,6 +63,19 @@ class Children:
     def __init__(self) -> None:
         self.pending: list[_Pending] = []
         self.counters: dict[str, int] = {}
+        self._functions: dict[int, tuple[Callable, bytes]] = {}
+
+    def pickled(self, fn: Callable, child: str) -> bytes:
+        """``fn`` pickled once per execution (a notebook function travels by value, which
+        costs more than its arguments); the task's envelope signs these bytes too."""
+        found = self._functions.get(id(fn))
+        if found is None or found[0] is not fn:
+            try:
+                found = self._functions[id(fn)] = (fn, cloudpickle.dumps(fn, protocol=5))
+            except Exception as exc:  # pickling raises many kinds of errors
+                raise PayloadError(f"child {child!r}: "
+                                   f"{codec.unpicklable_reason(fn, 'function', exc)}") from None
+        return found[1]
 
     def flush(self, ex: Execution) -> None:
         if not self.pending:
@@ -128,7 +143,8 @@ def schedule(fn: Callable | StepFunction | NamedCall, *args: Any, **kwargs: Any)
         ex.report.changed.append(named)
     else:
         (ex.report.retried if entry is not None else ex.report.executed).append(named)
-    task = codec.encode((fn.fn, args, kwargs), what="child", owner=f"child {named!r}")
+    task = codec.encode((kids.pickled(fn.fn, named), args, kwargs), what="child",
+                        owner=f"child {named!r}")
     kids.pending.append(_Pending(named, seq, code_fp, args_fp, task, fn.retry, fn.timeout))
     if len(kids.pending) >= FLUSH_AT:
         kids.flush(ex)
@@ -182,6 +198,7 @@ def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) ->
                 if handle.outcome[0] == "error" and not return_exceptions:
                     raise _with_note(handle.outcome[1], handle.name, ex.run_id)
             if waiting and notes.wait(ex.run_id, token, POLL_SECONDS):
+                ex.look_for_cancel()
                 # Each look costs about a microsecond per waiting name, and every batch a
                 # worker commits notifies: while many wait, let several batches land
                 # before looking again (the last children are seen at once).

@@ -103,6 +103,13 @@ class Execution:
         """``waiting`` while the body waits (children, sleep, event), else ``running``."""
         self._write("set_run_status", run_id=self.run_id, owner=self.owner, status=status)
 
+    def look_for_cancel(self) -> None:
+        """Read the run's status now (a waiting body woken by a change of its run)."""
+        with self.lock:
+            row = queries.one(self.conn, "run_status", run_id=self.run_id)
+        if row is not None and row["status"] == "cancelled":
+            self.stop_reason = "cancelled"
+
     def check_live(self) -> None:
         if self.stop_reason is not None:
             raise Suspend(self.stop_reason)
@@ -243,9 +250,13 @@ def one_line(error: BaseException) -> str:
 
 
 def encode_error(error: BaseException) -> bytes:
+    """The pickled exception; without its cause if that won't pickle; else its text."""
     try:
         return codec.encode(error, what="error")
     except PayloadError:
+        if error.__cause__ is not None:
+            error.__cause__ = None
+            return encode_error(error)
         return codec.encode(ZartError(one_line(error)), what="error")
 
 

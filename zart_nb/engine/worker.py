@@ -16,6 +16,7 @@ import argparse
 import atexit
 import ctypes
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -27,7 +28,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, Callable
 
 import psycopg
 
@@ -73,6 +74,7 @@ class Worker:
         self.lease = store.settings.lease_seconds
         self._avg_seconds = 1.0
         self._bodies: list[threading.Thread] = []
+        self._functions: dict[bytes, Callable] = {}
         self._bodies_checked = 0.0
         self._notes = None  # the work channel's listener, once running
 
@@ -92,12 +94,15 @@ class Worker:
         # the next look waits for a notification on the work channel or the slow poll,
         # so that a worker with idle slots and busy ones does not query in a loop.
         idle_token, idle_since = None, 0.0
+        retry_at = float("inf")  # when the earliest delayed retry becomes ready
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="zart-child") as pool, \
                 claim_conn, result_conn:
             try:
                 while not self._should_stop():
                     token = notes.token(self.namespace)
-                    fresh = token != idle_token or time.monotonic() - idle_since >= POLL_SECONDS
+                    now = time.monotonic()
+                    fresh = (token != idle_token or now - idle_since >= POLL_SECONDS
+                             or now >= retry_at)
                     room = self._room(len(queued) + len(running))
                     # Claim when the queue runs low, a batch at a time (not one child per
                     # freed slot, which costs a claim query per child).
@@ -131,11 +136,13 @@ class Worker:
                         started_body = self._claim_body(claim_conn)
                     if drained and not started_body:
                         idle_token, idle_since = token, time.monotonic()
+                        retry_at = idle_since + self._next_retry_in(claim_conn)
                     if not running and not queued and idle_token == token:
                         # nothing to do, and the last look found the queue drained: sleep
                         # until work is announced (or the slow poll). Having just finished
                         # a batch is no reason to wait: more may be queued.
-                        left = POLL_SECONDS - (time.monotonic() - idle_since)
+                        now = time.monotonic()
+                        left = min(POLL_SECONDS - (now - idle_since), retry_at - now)
                         notes.wait(self.namespace, token, max(0.0, min(POLL_SECONDS, left)))
             finally:
                 self._give_back(claim_conn, queued)
@@ -197,7 +204,8 @@ class Worker:
         name, attempt = row["name"], row["attempts"]
         started = time.monotonic()
         try:
-            fn, args, kwargs = codec.decode(row["task"], what=f"child {name!r}")
+            pickled_fn, args, kwargs = codec.decode(row["task"], what=f"child {name!r}")
+            fn = self._function(pickled_fn)
         except PayloadError as exc:
             return _Done(row, error=StepFailed(str(exc), step=name, reason="not_loadable"),
                          error_kind="framework")
@@ -226,6 +234,21 @@ class Worker:
             return _Done(row, error=StepFailed(str(exc), step=name, reason="not_picklable"),
                          error_kind="framework")
         return _Done(row, data=data, seconds=seconds)
+
+    def _next_retry_in(self, conn: psycopg.Connection) -> float:
+        seconds = queries.one(conn, "next_retry_in", namespace=self.namespace)["seconds"]
+        return POLL_SECONDS if seconds is None else max(0.0, seconds)
+
+    def _function(self, pickled: bytes) -> Callable:
+        """The child's function, unpickled once per worker (the task's signature, already
+        checked, covers these bytes)."""
+        key = codec.digest(pickled)
+        fn = self._functions.get(key)
+        if fn is None:
+            if len(self._functions) >= 256:  # a long-lived worker meets many notebooks
+                self._functions.clear()
+            fn = self._functions[key] = pickle.loads(pickled)
+        return fn
 
     def _failure(self, row: dict, exc: Exception, seconds: float) -> _Done:
         policy = RetryPolicy(**row["retry"]) if row["retry"] else RetryPolicy()

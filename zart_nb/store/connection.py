@@ -58,6 +58,7 @@ class Store:
         self.max_size = max_size
         self.pid = os.getpid()
         self._pool: ConnectionPool | None = None
+        self.listeners: dict = {}  # channel -> notify.Listener, closed with the store
 
     @property
     def schema(self) -> str:
@@ -98,6 +99,9 @@ class Store:
             raise StoreError(f"lost the database {redact(self.dsn)}: {_first_line(exc)}") from exc
 
     def close(self) -> None:
+        for follower in self.listeners.values():
+            follower.close()
+        self.listeners.clear()
         if self._pool is not None:
             self._pool.close()
             self._pool = None

@@ -70,15 +70,13 @@ class Listener:
             self._cond.notify_all()
 
 
-_listeners: dict[tuple[int, str], Listener] = {}
 _lock = threading.Lock()
 
 
 def listener(store: Store, channel: str = RUN_CHANNEL) -> Listener:
-    """The process's listener on ``channel`` for ``store``."""
-    key = (id(store), channel)
+    """``store``'s listener on ``channel``; it stops when the store is closed."""
     with _lock:
-        found = _listeners.get(key)
-        if found is None or found.store is not store:
-            found = _listeners[key] = Listener(store, channel)
+        found = store.listeners.get(channel)
+        if found is None:
+            found = store.listeners[channel] = Listener(store, channel)
         return found

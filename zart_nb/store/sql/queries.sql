@@ -527,3 +527,15 @@ WHERE r.run_id = %(run_id)s AND s.kind = 'child' AND s.status = 'completed'
 -- name: progress_now
 -- The database's clock: the widget measures "replayed" and elapsed time on it.
 SELECT now() AS db_now
+
+-- name: next_retry_in
+-- Seconds until the earliest delayed child of a namespace is ready (NULL: none), so
+-- that an idle worker wakes for a retry sooner than its slow poll.
+SELECT extract(epoch FROM min(not_before) - now())::float8 AS seconds
+FROM steps
+WHERE kind = 'child' AND status = 'scheduled' AND namespace = %(namespace)s
+  AND not_before > now()
+
+-- name: run_status
+-- The status of one run (a waiting body woken by a change of its run looks for a cancel).
+SELECT status FROM runs WHERE run_id = %(run_id)s
