@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import os
 import pickle
 import stat
@@ -150,16 +151,28 @@ def digest(data: bytes | memoryview) -> bytes:
 
 
 def fingerprint(value: Any, *, owner: str = "") -> bytes:
-    """Content hash of a value's pickle (not signed: only the hash is stored)."""
-    try:
-        body = pickle.dumps(value, protocol=_PROTOCOL)
-    except Exception:
+    """Content hash of a value's pickle (not signed: only the hash is stored).
+
+    Pickled without its memo ("fast" mode) where it can be: otherwise an object met
+    twice is written once, so a value built from results still shared in memory
+    would hash differently from the same value built from results loaded from the
+    journal, and a completed step would look changed on replay. Cyclic values need
+    the memo: they are hashed with it.
+    """
+    last: Exception | None = None
+    for pickler_class, fast in ((pickle.Pickler, True), (cloudpickle.Pickler, True),
+                                (cloudpickle.Pickler, False)):
+        buffer = io.BytesIO()
+        pickler = pickler_class(buffer, protocol=_PROTOCOL)
+        pickler.fast = fast
         try:
-            body = cloudpickle.dumps(value, protocol=_PROTOCOL)
-        except Exception as exc:
-            reason = unpicklable_reason(value, "arguments", exc)
-            raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
-    return digest(body)
+            pickler.dump(value)
+        except Exception as exc:  # pickling raises many kinds of errors (cycles in fast mode)
+            last = exc
+            continue
+        return digest(buffer.getbuffer())
+    reason = unpicklable_reason(value, "arguments", last)
+    raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
 
 
 def unpicklable_reason(value: Any, path: str, exc: BaseException, depth: int = 0) -> str:

@@ -97,7 +97,7 @@ def test_a_lambda_capturing_a_socket_as_a_result_and_as_a_child(zart_env, sql, m
         with pytest.raises(PayloadError) as caught:
             execute(fan, (False,), name="socket-child")
         message = str(caught.value)
-        assert message.startswith("child '<lambda>-0': child[0].<closure sock>: cannot pickle "
+        assert message.startswith("child '<lambda>-0': function.<closure sock>: cannot pickle "
                                   "'socket.socket'"), message
         assert steps_of(sql, "socket-child") == {}  # nothing queued
         record("badinput", "a lambda capturing a socket, scheduled as a child",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zart_nb import CodeChanged, durable, run, step
+from zart_nb.engine.execute import execute
 from zart_nb.engine.fingerprint import code_fingerprint
 
 from .helpers import replay
@@ -229,3 +230,28 @@ def test_fingerprints_ignore_file_names_and_line_numbers():
     exec(compile(source.replace("'a'", "'b'"), "/tmp/x.py", "exec"), third)
     assert code_fingerprint(first["f"]) != code_fingerprint(third["f"])
 
+
+
+def test_a_step_fed_results_that_share_objects_replays_unchanged(zart_env):
+    """Results used in the first execution share objects (pickle writes them once);
+    results loaded from the journal are copies: their fingerprints must agree."""
+    ran = []
+
+    @step("load-{r}")
+    def load(r):
+        return {"region": r, "sales": 1}
+
+    @step("total")
+    def total(rows):
+        ran.append(len(rows))
+        return len(rows)
+
+    def body():
+        return total([load(r) for r in ["a", "b"]])
+
+    first = execute(body, name="shared", replay_completed=True)
+    again = execute(body, name="shared", replay_completed=True)
+
+    assert ran == [2]
+    assert first.report.executed == ["load-a", "load-b", "total"]
+    assert again.report.replayed == ["load-a", "load-b", "total"] and not again.report.changed
