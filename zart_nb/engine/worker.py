@@ -315,9 +315,34 @@ def run_worker(*, concurrency: int = 1, namespace: str | None = None,
         store = get_store()
     worker = Worker(store, concurrency=concurrency, namespace=namespace, parent_pid=parent_pid)
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: worker.stop())
+        _stop_on_signals(worker)
     worker.run()
+
+
+def _stop_on_signals(worker: Worker) -> None:
+    """SIGTERM and SIGINT stop ``worker``, from a thread of their own.
+
+    Not from the Python handler: it runs in the main thread between two bytecodes, maybe
+    while that thread holds the very lock ``stop()`` takes (the stopping Event's, which
+    the claim loop sets when the parent is gone; the listener's), and then waits for
+    itself forever. A parent's death sends SIGTERM just as the loop notices it: a
+    deadlock found by the chaos suite. The handler does nothing; the signal's number,
+    written by the interpreter to the wake-up socket, wakes the thread that stops.
+    """
+    import socket
+
+    read, write = socket.socketpair()
+    write.setblocking(False)
+    worker._signal_sockets = (read, write)  # kept open: a closed fd number gets reused
+    signal.set_wakeup_fd(write.fileno(), warn_on_full_buffer=False)
+
+    def wake() -> None:
+        while read.recv(64):
+            worker.stop()
+
+    threading.Thread(target=wake, daemon=True, name="zart-worker-signals").start()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
 
 
 class LocalPool:
