@@ -24,7 +24,7 @@ def spawn_body(mode: str, run_id: str, log: Path, *extra: str, env: dict | None 
     """``python -m tests.chaos.scripts.bodies MODE RUN_ID LOG ...`` in the repository."""
     return subprocess.Popen(
         [sys.executable, "-m", "tests.chaos.scripts.bodies", mode, run_id, str(log), *extra],
-        cwd=REPO, env=env or os.environ.copy(), stdin=subprocess.DEVNULL,
+        cwd=REPO, env={"PYTHONFAULTHANDLER": "1", **(env or os.environ)}, stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
 
 
@@ -76,15 +76,40 @@ def local_workers_of(pid: int) -> list[psutil.Process]:
     return found
 
 
-def kill_body(proc: subprocess.Popen) -> None:
+def kill_body(proc: subprocess.Popen, url: str | None = None) -> None:
     """SIGKILL a body process, then wait until the local workers it started are gone
     (they get SIGTERM when it dies, finish what they started and exit)."""
     kids = descendants(proc.pid)
     proc.send_signal(signal.SIGKILL)
-    proc.communicate()
+    proc.wait()
     kids += local_workers_of(proc.pid)
     _, alive = psutil.wait_procs(kids, timeout=30)
-    assert not alive, f"workers of a killed body still alive: {alive}"
+    if alive:
+        stuck = [_describe(p) for p in alive]
+        activity = _activity(url) if url else []
+        for p in alive:  # PYTHONFAULTHANDLER (spawn_body sets it): stacks to the pipe
+            p.send_signal(signal.SIGABRT)
+        psutil.wait_procs(alive, timeout=10)
+        _, stderr = proc.communicate()
+        raise AssertionError(f"workers of a killed body still alive after 30 s: {stuck}; "
+                             f"database sessions: {activity}; their stacks: {stderr[-6000:]}")
+    proc.communicate()  # its pipes, which its workers shared, are closed now
+
+
+def _describe(p: psutil.Process) -> dict:
+    try:
+        return {"pid": p.pid, "status": p.status(), "threads": p.num_threads(),
+                "cmdline": " ".join(p.cmdline()[-4:])}
+    except psutil.Error as exc:
+        return {"pid": p.pid, "error": str(exc)}
+
+
+def _activity(url: str) -> list[dict]:
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as conn:
+        return conn.execute(
+            "SELECT pid, state, wait_event_type, wait_event, left(query, 120) AS query "
+            "FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid()").fetchall()
 
 
 def journal(url: str, run_id: str) -> list[dict]:

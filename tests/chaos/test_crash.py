@@ -45,7 +45,7 @@ def crash_run(db_url: str, tmp_path, *, steps: int, blocks: int, children: int, 
             finish(proc)
             break
         time.sleep(rng.uniform(0, 0.012))
-        kill_body(proc)
+        kill_body(proc, db_url)
         snapshots.append((len(log_records(log)), committed(db_url, run_id)))
     final = finish(spawn_body("mixed", run_id, log, *args))
     elapsed = time.monotonic() - started
