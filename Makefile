@@ -37,8 +37,9 @@ chaos: $(INSTALLED)
 demo: $(INSTALLED)
 	$(PY) -m zart_nb.demo
 
+# Jupyter refuses to run as root unless told to (containers, this project's machines).
 lab: $(INSTALLED)
-	$(VENV)/bin/jupyter lab notebooks/ --ip 127.0.0.1
+	$(VENV)/bin/jupyter lab notebooks/ --ip 127.0.0.1 $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 bench: $(INSTALLED)
 	$(PY) -m benchmarks

@@ -405,15 +405,15 @@ def load_region(region):
     return {"region": region, "sales": 100 * (len(region) + 1)}
 
 @step
-def total(amounts):
+def total(rows):
     side_effect("total")
-    return sum(amounts)
+    return sum(r["sales"] for r in rows)
 """)
 
 SHARED_BODY = code("""
 %%zart_durable shared-sales
 rows = [load_region(r) for r in ["north", "south", "east", "west"]]
-grand_total = total([r["sales"] for r in rows])
+grand_total = total(rows)
 grand_total
 """)
 

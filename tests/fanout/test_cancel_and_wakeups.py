@@ -55,9 +55,10 @@ def test_waiting_for_a_slow_child_does_not_poll_the_database(env, workers, sql, 
     before = commits(sql)
     time.sleep(3.0)
     idle = commits(sql) - before
-    # the slow polls (body 2 s, worker 2 s), heartbeats and these probes: about 3 a second;
-    # a loop that polls as it waits does hundreds
-    assert idle < 30, f"{idle} transactions in 3 s of waiting"
+    # the slow polls (body 2 s; each worker's claim, detached-run and next-retry looks
+    # every 2 s), heartbeats, pool connection checks and these probes: under 15 a
+    # second; a loop that polls as it waits does hundreds
+    assert idle < 45, f"{idle} transactions in 3 s of waiting"
     assert body.result() == [0]
 
 

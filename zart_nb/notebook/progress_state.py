@@ -119,10 +119,11 @@ def text_line(snap: Snapshot, width: int = 24) -> str:
     done = snap.finished
     filled = round(width * done / total) if total else (width if snap.status == "completed" else 0)
     bar = "#" * filled + "-" * (width - filled)
-    pct = f"{100 * done // total}%" if total else "-"
+    pct = f"{100 * done // total}%" if total else ""
     parts = [f"{label} {n}" for label, n in snap.counts.items() if n and label != "completed"]
     title = snap.run_id if snap.name == snap.run_id else f"{snap.run_id} ({snap.name})"
-    line = f"{title} [{bar}] {done}/{total} {pct}"
+    counted = f"{done}/{total} {pct}" if total else "no children"
+    line = f"{title} [{bar}] {counted}"
     if parts:
         line += " | " + ", ".join(parts)
     return f"{line} | {duration(snap.elapsed)} {snap.status}"
