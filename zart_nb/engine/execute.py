@@ -266,7 +266,7 @@ def stored_outcome(store: Store, row: dict) -> Any:
         data = row["result"]
         if row["result_hash"] is not None:
             with store.connection() as conn:
-                data = queries.one(conn, "get_payload", hash=row["result_hash"])["data"]
+                data = queries.payload(conn, row["result_hash"])
         return codec.decode(data, what=f"result of run {row['run_id']!r}")
     error: BaseException | None = None
     if row.get("error_payload") is not None:

@@ -123,10 +123,10 @@ class Execution:
         if digest is None:
             return inline
         with self.lock:
-            row = queries.one(self.conn, "get_payload", hash=digest)
-        if row is None:
+            data = queries.payload(self.conn, digest)
+        if data is None:
             raise PayloadError(f"payload {digest.hex()} of run {self.run_id!r} is missing")
-        return row["data"]
+        return data
 
     def stored_error(self, entry: Entry) -> BaseException:
         if entry.error_payload is not None:

@@ -141,7 +141,7 @@ class Run:
             if row["status"] == "completed":
                 data = row["result"]
                 if row["result_hash"] is not None:
-                    data = queries.one(conn, "get_payload", hash=row["result_hash"])["data"]
+                    data = queries.payload(conn, row["result_hash"])
                 return codec.decode(data, what=f"result of step {name!r}")
         if row["status"] == "failed" and row["error_payload"] is not None:
             raise codec.decode(row["error_payload"], what=f"error of step {name!r}")
