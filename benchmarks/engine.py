@@ -13,7 +13,6 @@ restart_to_first_step: a run of 1000 completed steps that stopped is executed ag
 from __future__ import annotations
 
 import itertools
-import json
 import os
 import subprocess
 import sys

@@ -21,10 +21,12 @@ pytest_plugins = ["tests.fix_db"]
 
 @pytest.fixture(autouse=True)
 def _fresh_settings() -> Iterator[None]:
-    """Each test starts and ends without a cached Settings or an open Store."""
+    """Each test starts and ends without a cached Settings, an open Store or a local pool."""
     from zart_nb.config import configure
+    from zart_nb.engine.worker import stop_local_pools
     from zart_nb.store.connection import close_store
 
     yield
+    stop_local_pools()  # the pool a waiting body starts never outlives its test
     close_store()
     configure(None)

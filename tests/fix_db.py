@@ -16,12 +16,13 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Callable, Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.rows import dict_row
+from psycopg.sql import SQL, Identifier
 
 from zart_nb.config import Settings, configure, settings
 from zart_nb.store import embedded, schema
@@ -50,16 +51,16 @@ class PgServer:
 
     def create_database(self, name: str, *, template: str | None = None) -> str:
         """Create database ``name`` (a copy of ``template`` if given); returns its DSN."""
-        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        query = SQL("CREATE DATABASE {}").format(Identifier(name))
         if template:
-            query += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
+            query += SQL(" TEMPLATE {}").format(Identifier(template))
         with self.admin() as conn:
             conn.execute(query)
         return self.dsn(name)
 
     def drop_database(self, name: str) -> None:
         with self.admin() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            conn.execute(SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(Identifier(name)))
 
 
 @pytest.fixture(scope="session")
@@ -116,3 +117,30 @@ def zart_env(db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
     yield settings()
     close_store()
     configure(None)
+
+
+@pytest.fixture
+def sql(zart_env: Settings) -> Callable[..., list[dict]]:
+    """``sql(query, *params)``: rows of a query on the test database, in zart's schema."""
+
+    def run(query: str, *params: Any) -> list[dict]:
+        with psycopg.connect(zart_env.database_url, autocommit=True,
+                             options=f"-c search_path={SCHEMA}", row_factory=dict_row) as conn:
+            cur = conn.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    return run
+
+
+@pytest.fixture
+def env(zart_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., None]:
+    """``env(ZART_WORKERS=0, ZART_LEASE_SECONDS=2)``: set for this process (settings
+    re-read) and for every process it spawns."""
+
+    def set_env(**values: Any) -> None:
+        for key, value in values.items():
+            monkeypatch.setenv(key, str(value))
+        close_store()
+        configure(None)
+
+    return set_env

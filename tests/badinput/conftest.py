@@ -2,33 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
-
-import psycopg
-import pytest
-from psycopg.rows import dict_row
-
-from zart_nb.engine.worker import stop_local_pools
-
-
-@pytest.fixture(autouse=True)
-def _no_pool_left() -> Iterator[None]:
-    yield
-    stop_local_pools()
-
-
-@pytest.fixture
-def sql(zart_env) -> Callable[..., list[dict]]:
-    """``sql(query, *params)``: rows of a query on the test database, in zart's schema."""
-
-    def run(query: str, *params: Any) -> list[dict]:
-        with psycopg.connect(zart_env.database_url, autocommit=True,
-                             options="-c search_path=zart", row_factory=dict_row) as conn:
-            cur = conn.execute(query, params)
-            return cur.fetchall() if cur.description else []
-
-    return run
-
 
 def steps_of(sql, run_id: str) -> dict[str, str]:
     """name -> status of the run's current generation."""

@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import pytest
 
-from zart_nb import (DuplicateStepName, TemplateError, UsageError, run, send_event, step,
-                     wait_for_event)
-from zart_nb.engine.execute import execute
-
 from tests.chaos.figures import record
+from zart_nb import (
+    DuplicateStepName,
+    TemplateError,
+    UsageError,
+    run,
+    send_event,
+    step,
+    wait_for_event,
+)
+from zart_nb.engine.execute import execute
 
 from .conftest import steps_of
 

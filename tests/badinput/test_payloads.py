@@ -8,10 +8,9 @@ import threading
 
 import pytest
 
+from tests.chaos.figures import record
 from zart_nb import PayloadError, StepFailed, codec, schedule, step, wait
 from zart_nb.engine.execute import execute
-
-from tests.chaos.figures import record
 
 from .conftest import steps_of
 

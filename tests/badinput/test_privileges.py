@@ -10,12 +10,11 @@ import pytest
 from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from tests.chaos.figures import record
 from zart_nb import StoreError, step
 from zart_nb.config import configure, settings
 from zart_nb.engine.execute import execute
 from zart_nb.store.connection import close_store
-
-from tests.chaos.figures import record
 
 
 @pytest.fixture

@@ -19,11 +19,10 @@ import time
 
 import pytest
 
-from zart_nb import PayloadError, codec, run, schedule, send_event, step, wait_for_event
-from zart_nb.engine.execute import execute
-
 from tests.chaos.figures import record
 from tests.engine.helpers import REPO, replay
+from zart_nb import PayloadError, codec, run, schedule, send_event, step, wait_for_event
+from zart_nb.engine.execute import execute
 
 
 class CreatesFile:

@@ -10,7 +10,6 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 import psutil
 import psycopg
@@ -124,16 +123,6 @@ def journal(url: str, run_id: str) -> list[dict]:
 def committed(url: str, run_id: str) -> set[str]:
     return {row["name"] for row in journal(url, run_id) if row["status"] == "completed"}
 
-
-def until(check: Callable[[], object], timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.05)
 
 
 class Workers:

@@ -18,7 +18,15 @@ import time
 import pytest
 
 from .figures import record
-from .helpers import committed, executions, finish, kill_body, log_records, spawn_body, wait_lines
+from .helpers import (
+    committed,
+    executions,
+    finish,
+    kill_body,
+    log_records,
+    spawn_body,
+    wait_lines,
+)
 from .scripts.bodies import mixed_expected, plan
 
 

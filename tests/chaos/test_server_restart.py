@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.fix_db import TEST_SECRET
+from tests.helpers import until
 from zart_nb.store import embedded
 
-from tests.fix_db import TEST_SECRET
-
 from .figures import record
-from .helpers import executions, finish, log_records, spawn_body, until
+from .helpers import executions, finish, log_records, spawn_body
 from .scripts.bodies import seq_expected
 
 

@@ -17,8 +17,10 @@ import time
 
 import pytest
 
+from tests.helpers import until
+
 from .figures import record
-from .helpers import executions, finish, journal, log_records, spawn_body, until
+from .helpers import executions, finish, journal, log_records, spawn_body
 from .scripts.bodies import fan_expected
 
 

@@ -16,7 +16,6 @@ from zart_nb.config import configure
 from zart_nb.store.connection import close_store
 
 from .bodies import fan
-
 from .conftest import zart
 
 

@@ -4,7 +4,6 @@ flight at most twice, the same result as an uninterrupted run; dead owners taken
 from __future__ import annotations
 
 import json
-import os
 import signal
 import time
 

@@ -7,7 +7,16 @@ import time
 
 import pytest
 
-from zart_nb import RunBusy, RunFailed, RunNotFound, UsageError, durable, run, runs, step
+from zart_nb import (
+    RunBusy,
+    RunFailed,
+    RunNotFound,
+    UsageError,
+    durable,
+    run,
+    runs,
+    step,
+)
 
 
 def counted_steps():

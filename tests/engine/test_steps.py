@@ -9,14 +9,26 @@ import time
 import pytest
 
 from zart_nb import (
-    DuplicateStepName, Err, Failed, Ok, RetryPolicy, StepFailed, StepTimedOut, TemplateError,
-    UsageError, capture, context, durable, now, run, step,
+    DuplicateStepName,
+    Err,
+    Failed,
+    Ok,
+    RetryPolicy,
+    StepFailed,
+    StepTimedOut,
+    TemplateError,
+    UsageError,
+    capture,
+    context,
+    durable,
+    now,
+    run,
+    step,
 )
 from zart_nb.engine import journal
 from zart_nb.store import queries
 
 from .helpers import replay
-
 
 # -- outside a body --------------------------------------------------------------------
 

@@ -8,14 +8,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from zart_nb.config import configure
-from zart_nb.engine.worker import stop_local_pools
 from zart_nb.store.connection import close_store
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,39 +21,6 @@ REPO = Path(__file__).resolve().parents[2]
 def reset_settings() -> None:
     close_store()
     configure(None)
-
-
-@pytest.fixture(autouse=True)
-def _no_pool_left() -> Iterator[None]:
-    """The local pool a waiting body starts is keyed by database: stop it with the test."""
-    yield
-    stop_local_pools()
-
-
-@pytest.fixture
-def sql(zart_env) -> Callable[..., list[dict]]:
-    """``sql(query, *params)``: rows of a query on the test database, in zart's schema."""
-
-    def run(query: str, *params: Any) -> list[dict]:
-        with psycopg.connect(zart_env.database_url, autocommit=True,
-                             options="-c search_path=zart", row_factory=dict_row) as conn:
-            cur = conn.execute(query, params)
-            return cur.fetchall() if cur.description else []
-
-    return run
-
-
-@pytest.fixture
-def env(zart_env, monkeypatch) -> Callable[..., None]:
-    """``env(ZART_WORKERS=0, ZART_LEASE_SECONDS=2)``: set for this process (settings
-    re-read) and for every process it spawns."""
-
-    def set_env(**values: Any) -> None:
-        for key, value in values.items():
-            monkeypatch.setenv(key, str(value))
-        reset_settings()
-
-    return set_env
 
 
 class Workers:

@@ -6,10 +6,8 @@ import os
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from pathlib import Path
-from typing import Callable
 
 from zart_nb.engine.execute import execute
 
@@ -33,18 +31,6 @@ def runs_per_child(log: Path) -> Counter:
     """How many times each child's body ran (first word of each line)."""
     return Counter(words[0] for words in lines(log))
 
-
-def until(check: Callable[[], object], timeout: float = 30.0, what: str = "condition",
-          every: float = 0.05):
-    """Poll ``check`` until it returns something true; that value."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(every)
 
 
 class InThread:

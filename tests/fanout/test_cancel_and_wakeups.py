@@ -7,10 +7,11 @@ import time
 
 import pytest
 
+from tests.helpers import until
 from zart_nb import RunFailed, run, schedule, wait
 from zart_nb.engine.execute import execute
 
-from .helpers import InThread, until
+from .helpers import InThread
 from .scripts import bodies
 
 

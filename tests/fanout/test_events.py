@@ -11,10 +11,18 @@ import time
 
 import pytest
 
-from zart_nb import EventAlreadySent, EventTimeout, RunNotFound, ZartError, send_event, wait_for_event
+from tests.helpers import until
+from zart_nb import (
+    EventAlreadySent,
+    EventTimeout,
+    RunNotFound,
+    ZartError,
+    send_event,
+    wait_for_event,
+)
 from zart_nb.engine.execute import execute
 
-from .helpers import InThread, until
+from .helpers import InThread
 
 
 def run_status(sql, run_id: str) -> str | None:

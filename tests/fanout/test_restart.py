@@ -4,16 +4,15 @@ sleep sleeps only its remainder."""
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import pytest
 
+from tests.helpers import until
 from zart_nb import schedule, wait
-from zart_nb.engine.execute import Options, execute
+from zart_nb.engine.execute import execute
 
-from .helpers import kill, runs_per_child, spawn_script, until
+from .helpers import kill, runs_per_child, spawn_script
 from .scripts import bodies
 
 N = 12

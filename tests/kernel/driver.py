@@ -13,10 +13,8 @@ import os
 import queue
 import shutil
 import signal
-import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 

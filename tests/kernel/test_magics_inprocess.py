@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from zart_nb.errors import UsageError
 from zart_nb.notebook.cells import analyse
 from zart_nb.notebook.durable_cell import parse_duration
-from zart_nb.errors import UsageError
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ body executed in a thread while the test watches its progress."""
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any, Callable, Iterator
 
 import pytest
@@ -53,13 +52,3 @@ class Background:
 def background() -> Callable[..., Background]:
     return Background
 
-
-def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not reached within {timeout} s")
-        time.sleep(0.02)

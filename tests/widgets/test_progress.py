@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import until
 from zart_nb import run
 from zart_nb.engine import hooks
 from zart_nb.engine.execute import execute
@@ -17,7 +18,6 @@ from zart_nb.notebook.progress import RunProgress, TextProgress
 from zart_nb.notebook.progress_state import Snapshot, text_line
 
 from . import bodies
-from .conftest import until
 
 
 def widget_for(run_id: str, timeout: float = 30.0) -> RunProgress:

@@ -22,7 +22,6 @@ from typing import Any, Callable
 import psutil
 
 from .. import codec
-from ..config import settings
 from ..errors import PayloadError, RunBusy, RunFailed, RunNotFound, StoreError, Suspend, UsageError
 from ..store import queries
 from ..store.connection import Store, get_store

@@ -8,7 +8,7 @@ import time
 from typing import Any, Callable
 
 from .. import codec
-from ..errors import EventAlreadySent, RunBusy, RunFailed, RunNotFound, StoreError, UsageError
+from ..errors import EventAlreadySent, RunBusy, RunNotFound, StoreError, UsageError
 from ..store import queries
 from ..store.connection import Store, get_store
 from ..store.notify import listener
