@@ -8,6 +8,7 @@ Importing this package connects to nothing and imports no notebook machinery.
 from __future__ import annotations
 
 from .codec import ship
+from .engine import hooks as _hooks
 from .engine.journal import StepContext
 from .engine.model import Err, Failed, Ok, Report, RetryPolicy
 from .engine.runs import DurableFunction, Run, durable, run, runs, send_event
@@ -42,6 +43,15 @@ for _name in __all__:
         except (AttributeError, TypeError):
             pass
 del _name, _obj
+
+
+def _make_progress(run_id: str, store):
+    from .notebook.progress import RunProgress  # ipywidgets only when a widget is asked for
+
+    return RunProgress(run_id, store=store)
+
+
+_hooks.make_progress = _make_progress
 
 
 def load_ipython_extension(ipython) -> None:

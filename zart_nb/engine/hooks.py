@@ -1,15 +1,20 @@
-"""Hooks by which a higher layer follows the engine without the engine importing it.
+"""Hooks by which a higher layer serves the engine without the engine importing it.
 
-The notebook extension sets ``show_progress`` on load (and clears it on unload): the
-engine calls it once per execution when a body starts to wait for children, so that
-a live progress display appears where the user waits. It must not raise.
+``show_progress``: the notebook extension sets it on load (and clears it on unload);
+the engine calls it once per execution when a body starts to wait for children, so
+that a live progress display appears where the user waits. It must not raise.
+
+``make_progress``: builds the progress widget that ``Run.progress()`` returns; the
+package's ``__init__`` sets it to a function that imports the notebook layer only
+when called.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 show_progress: Callable[[str], None] | None = None
+make_progress: Callable[[str, Any], Any] | None = None  # (run_id, store) -> widget
 
 
 def progress(run_id: str) -> None:

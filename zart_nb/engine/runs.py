@@ -12,6 +12,7 @@ from ..errors import EventAlreadySent, RunBusy, RunNotFound, StoreError, UsageEr
 from ..store import queries
 from ..store.connection import Store, get_store
 from ..store.notify import listener
+from . import hooks
 from .execute import BodyResult, Options, execute, stored_outcome
 from .journal import check_name
 from .model import Report
@@ -192,11 +193,11 @@ class Run:
     def send_event(self, name: str, payload: Any = None) -> None:
         send_event(self.run_id, name, payload, store=self.store)
 
-    def progress(self):
-        """The run's live progress widget (an ipywidgets/anywidget ``RunProgress``)."""
-        from ..notebook.progress import RunProgress  # the engine never imports it eagerly
-
-        return RunProgress(self.run_id, store=self.store)
+    def progress(self) -> Any:
+        """The run's live progress widget (built by the notebook layer, see hooks)."""
+        if hooks.make_progress is None:
+            raise UsageError("progress widgets need the notebook layer (import zart_nb)")
+        return hooks.make_progress(self.run_id, self.store)
 
 
 def run(run_id: str) -> Run:
