@@ -10,6 +10,7 @@ what was replayed and executed. Only the engine reaches it; user code goes throu
 from __future__ import annotations
 
 import operator
+import os
 import sys
 import threading
 import time
@@ -68,7 +69,7 @@ class Execution:
         self.namespace = namespace
         self.report = Report()
         self.journal: dict[str, Entry] = {}
-        self.used: dict[str, str] = {}
+        self.used: dict[str, tuple[str, int]] = {}  # name -> (file, line) of its call
         self.seq = 0
         self.stop_reason: str | None = None  # set by the heartbeat: cancelled, lease lost
         self.inflight: tuple[str, int, float] | None = None  # (step, attempt, since)
@@ -93,8 +94,8 @@ class Execution:
         if first is not None:
             raise DuplicateStepName(
                 f"step name {name!r} is used twice in one execution of run {self.run_id!r}: "
-                f"first at {first}, again at {site}; give each call its own name "
-                "(a {param} template or .named())")
+                f"first at {first[0]}:{first[1]}, again at {site[0]}:{site[1]}; give each "
+                "call its own name (a {param} template or .named())")
         self.used[name] = site
         self.seq += 1
         return self.seq
@@ -264,14 +265,17 @@ def format_traceback(error: BaseException) -> str:
     return "".join(tb_module.format_exception(type(error), error, error.__traceback__))
 
 
-def call_site() -> str:
-    """``file:line`` of the innermost user code calling into zart_nb."""
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def call_site() -> tuple[str, int]:
+    """(file, line) of the innermost user code calling into zart_nb (on every step: cheap)."""
     frame = sys._getframe(1)
-    while frame is not None and frame.f_globals.get("__name__", "").startswith("zart_nb"):
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
         frame = frame.f_back
     if frame is None:
-        return "<unknown>"
-    return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        return ("<unknown>", 0)
+    return (frame.f_code.co_filename, frame.f_lineno)
 
 
 def utcnow() -> datetime:
