@@ -28,6 +28,8 @@ from zart_nb.config import Settings, configure, settings
 from zart_nb.store import embedded, schema
 from zart_nb.store.connection import close_store
 
+from .helpers import Workers
+
 TEST_SECRET = "zart-test-secret-0123456789abcdef"
 SCHEMA = "zart"
 
@@ -144,3 +146,13 @@ def env(zart_env: Settings, monkeypatch: pytest.MonkeyPatch) -> Callable[..., No
         configure(None)
 
     return set_env
+
+
+@pytest.fixture
+def workers(zart_env: Settings, tmp_path: Path) -> Iterator[Workers]:
+    """External worker processes on this test's database, stopped after the test."""
+    logs = tmp_path / "workers"
+    logs.mkdir()
+    pool = Workers(logs)
+    yield pool
+    pool.stop()

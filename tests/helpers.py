@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
@@ -17,3 +24,43 @@ def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "conditio
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(every)
+
+
+class Workers:
+    """External ``python -m zart_nb.engine.worker`` processes; stopped at the end."""
+
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[subprocess.Popen] = []
+        self.killed: list[int] = []
+
+    def start(self, concurrency: int = 2, *extra: str) -> subprocess.Popen:
+        out = open(self.logs / f"worker-{len(self.procs)}.log", "w")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "zart_nb.engine.worker", "--concurrency", str(concurrency),
+             *extra], cwd=REPO, env=os.environ.copy(), stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT)
+        out.close()
+        self.procs.append(proc)
+        return proc
+
+    def output(self, proc: subprocess.Popen) -> str:
+        return (self.logs / f"worker-{self.procs.index(proc)}.log").read_text()
+
+    def alive(self) -> list[subprocess.Popen]:
+        return [p for p in self.procs if p.poll() is None]
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        self.killed.append(proc.pid)
+
+    def stop(self) -> None:
+        for proc in self.alive():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()

@@ -15,7 +15,7 @@ import psutil
 import psycopg
 from psycopg.rows import dict_row
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.helpers import REPO
 
 
 def spawn_body(mode: str, run_id: str, log: Path, *extra: str, env: dict | None = None,
@@ -124,39 +124,3 @@ def committed(url: str, run_id: str) -> set[str]:
     return {row["name"] for row in journal(url, run_id) if row["status"] == "completed"}
 
 
-
-class Workers:
-    """External ``python -m zart_nb.engine.worker`` processes; stopped at the end."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.procs: list[subprocess.Popen] = []
-        self.killed: list[int] = []
-
-    def start(self, concurrency: int) -> subprocess.Popen:
-        out = open(self.logs / f"worker-{len(self.procs)}.log", "w")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "zart_nb.engine.worker", "--concurrency", str(concurrency)],
-            cwd=REPO, env=os.environ.copy(), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT)
-        out.close()
-        self.procs.append(proc)
-        return proc
-
-    def alive(self) -> list[subprocess.Popen]:
-        return [p for p in self.procs if p.poll() is None]
-
-    def kill(self, proc: subprocess.Popen) -> None:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        self.killed.append(proc.pid)
-
-    def stop(self) -> None:
-        for proc in self.alive():
-            proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()

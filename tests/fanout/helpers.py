@@ -9,9 +9,8 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+from tests.helpers import REPO
 from zart_nb.engine.execute import execute
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def note(log: str | Path, line: str) -> None:
