@@ -217,3 +217,17 @@ def test_a_completed_run_called_with_other_arguments_warns_and_returns_its_resul
     with pytest.warns(UserWarning, match="executed with other arguments"):
         assert body(5, run_id="args-1") == 4
     assert body(5, run_id="args-1", restart=True) == 10
+
+
+def test_the_body_is_stored_only_when_a_worker_may_need_it(zart_env, sql):
+    big = list(range(100_000))  # a global the body reads: it would pickle along with it
+
+    @durable("no-body")
+    def body():
+        return len(big)
+
+    assert body() == 100_000
+    assert sql("SELECT body IS NULL AS empty FROM runs WHERE run_id = 'no-body'") == [{"empty": True}]
+
+    body.detach(run_id="with-body")
+    assert sql("SELECT body IS NOT NULL AS kept FROM runs WHERE run_id = 'with-body'") == [{"kept": True}]

@@ -64,7 +64,8 @@ def execute(body: Callable[..., Any], args: tuple = (), kwargs: dict | None = No
             on_failure: Callable[[Any, BaseException], Any] | None = None,
             restart: bool = False, wait: bool = True, replay_completed: bool = False,
             body_source: str | None = None, store: Store | None = None,
-            on_attach: Callable[[dict], None] | None = None, detach: bool = False) -> BodyResult:
+            on_attach: Callable[[dict], None] | None = None, detach: bool = False,
+            keep_body: bool = False) -> BodyResult:
     """Execute ``body(*args, **kwargs)`` as run ``run_id`` (default: ``name``).
 
     ``replay_completed``: a completed run is executed again, all its steps replayed
@@ -72,6 +73,9 @@ def execute(body: Callable[..., Any], args: tuple = (), kwargs: dict | None = No
     stored result is returned without running the body.
     ``detach``: the run is handed to the workers, which execute the stored body (it
     must pickle); this returns at once, and ``Run(run_id).result()`` waits for it.
+    ``keep_body``: store the pickled body without detaching (the notebook front keeps
+    its cell's for ``%zart_resume``). Not by default: a function defined in a notebook
+    pickles by value, with every global it reads, at every execution.
     """
     kwargs = kwargs or {}
     run_id = name if run_id is None else run_id
@@ -81,7 +85,7 @@ def execute(body: Callable[..., Any], args: tuple = (), kwargs: dict | None = No
     namespace = options.namespace or store.settings.namespace
     owner = new_owner()
     run_input = codec.encode((args, kwargs), what="input", owner=f"run {run_id!r}")
-    stored_body = _encode_body(body, on_failure, required=detach)
+    stored_body = _encode_body(body, on_failure, required=detach) if detach or keep_body else None
     with store.connection() as conn:
         queries.execute(conn, "insert_run", run_id=run_id, name=name, namespace=namespace,
                         input=run_input, body=stored_body, body_source=body_source,

@@ -121,7 +121,8 @@ def run_durable_cell(shell, source: str, request: DurableRequest) -> Any:
         for _ in range(MAX_ATTACH_ROUNDS):
             outcome = execute(body, name=request.name, run_id=run_id, options=options,
                               restart=restart, replay_completed=True, body_source=source,
-                              on_failure=request.on_failure, on_attach=on_attach)
+                              on_failure=request.on_failure, on_attach=on_attach,
+                              keep_body=True)
             restart = False
             if not outcome.attached:
                 break

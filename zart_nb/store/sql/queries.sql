@@ -8,12 +8,6 @@ VALUES (%(run_id)s, %(name)s, %(namespace)s, %(input)s, %(body)s, %(body_source)
         %(status)s)
 ON CONFLICT (run_id) DO NOTHING
 
--- name: update_run_body
--- Keep the latest body and options of a run that is executed again.
-UPDATE runs SET body = %(body)s, body_source = %(body_source)s, options = %(options)s,
-       input = coalesce(%(input)s, input), updated_at = now()
-WHERE run_id = %(run_id)s
-
 -- name: get_run
 -- One run with its counts of steps in the current generation.
 SELECT r.*,
