@@ -72,6 +72,7 @@ def test_a_failed_step_is_stored_with_its_error_and_retried_next_time(zart_env):
     assert failed["status"] == "failed" and failed["error_kind"] == "business"
     assert "Outage: gateway refused [1, 2]" in failed["traceback"]
     assert 'raise Outage(f"gateway refused {items}")' in failed["traceback"]
+    assert "zart_nb" not in failed["traceback"]  # from the user's code on
     with pytest.raises(Outage, match="gateway refused"):
         r.step_result("charge")  # the pickled exception, as raised
 

@@ -37,6 +37,7 @@ def check_attempts(sql, log, name: str, tries: int) -> None:
               name)[0]
     assert row["status"] == "failed" and row["attempts"] == tries
     assert "child 2 refuses" in row["error"] and "ValueError: child 2 refuses" in row["traceback"]
+    assert "zart_nb" not in row["traceback"]  # from the user's code on
     assert row["error_kind"] == ("framework" if tries > 1 else "business")
 
 

@@ -262,7 +262,11 @@ def encode_error(error: BaseException) -> bytes:
 
 
 def format_traceback(error: BaseException) -> str:
-    return "".join(tb_module.format_exception(type(error), error, error.__traceback__))
+    """The traceback a user reads: from their own code on, zart_nb's frames left out."""
+    tb = error.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        tb = tb.tb_next
+    return "".join(tb_module.format_exception(type(error), error, tb or error.__traceback__))
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
