@@ -21,6 +21,7 @@ import os
 import pickle
 import stat
 import sys
+import threading
 import types
 from pathlib import Path
 from typing import Any
@@ -150,6 +151,9 @@ def digest(data: bytes | memoryview) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
+_fast = threading.local()
+
+
 def fingerprint(value: Any, *, owner: str = "") -> bytes:
     """Content hash of a value's pickle (not signed: only the hash is stored).
 
@@ -159,6 +163,19 @@ def fingerprint(value: Any, *, owner: str = "") -> bytes:
     journal, and a completed step would look changed on replay. Cyclic values need
     the memo: they are hashed with it.
     """
+    reused = getattr(_fast, "pickler", None)
+    if reused is not None:  # every step call hashes its arguments: reuse one pickler
+        _fast.pickler = None  # (taken while in use: a nested call makes its own)
+        buffer, pickler = reused
+        buffer.seek(0)
+        buffer.truncate()
+        try:
+            pickler.dump(value)
+            return digest(buffer.getbuffer())
+        except Exception:  # not plain pickle data: the general path below
+            pass
+        finally:
+            _fast.pickler = reused
     last: Exception | None = None
     for pickler_class, fast in ((pickle.Pickler, True), (cloudpickle.Pickler, True),
                                 (cloudpickle.Pickler, False)):
@@ -170,6 +187,8 @@ def fingerprint(value: Any, *, owner: str = "") -> bytes:
         except Exception as exc:  # pickling raises many kinds of errors (cycles in fast mode)
             last = exc
             continue
+        if pickler_class is pickle.Pickler and reused is None:
+            _fast.pickler = (buffer, pickler)
         return digest(buffer.getbuffer())
     reason = unpicklable_reason(value, "arguments", last)
     raise PayloadError(f"{owner}: {reason}" if owner else reason) from None

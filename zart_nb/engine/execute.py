@@ -139,7 +139,7 @@ def _acquire(store: Store, conn, run_id: str, owner: str, *, wait: bool, reopen:
     attached = False
     while True:
         token = notes.token(run_id)
-        row = queries.one(conn, "get_run", run_id=run_id)
+        row = queries.one(conn, "get_run_row", run_id=run_id)
         if row is None:
             raise RunNotFound(f"run {run_id!r} does not exist")
         if row["status"] == "cancelled":
@@ -257,7 +257,7 @@ def _was_cancelled(ex: Execution) -> bool:
     """A cancel that came after the heartbeat last looked: the run's row tells."""
     try:
         with ex.lock:
-            row = queries.one(ex.conn, "get_run", run_id=ex.run_id)
+            row = queries.one(ex.conn, "run_status", run_id=ex.run_id)
     except Exception:
         return False
     return row is not None and row["status"] == "cancelled"

@@ -117,8 +117,10 @@ class Execution:
 
     # -- reading the journal -------------------------------------------------
     def value(self, entry: Entry) -> Any:
-        return codec.decode(self.result_bytes(entry.result, entry.result_hash),
-                            what=f"result of step {entry.name!r}")
+        try:
+            return codec.decode(self.result_bytes(entry.result, entry.result_hash))
+        except PayloadError as exc:  # named here: the replay path builds no message
+            raise PayloadError(f"result of step {entry.name!r}: {exc}") from None
 
     def result_bytes(self, inline: bytes | None, digest: bytes | None) -> bytes:
         if digest is None:

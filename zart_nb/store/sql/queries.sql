@@ -19,6 +19,10 @@ SELECT r.*,
        r.lease_until < now() AS lease_expired
 FROM runs r WHERE r.run_id = %(run_id)s
 
+-- name: get_run_row
+-- One run as stored, without the step counts (executing a body reads only this).
+SELECT * FROM runs WHERE run_id = %(run_id)s
+
 -- name: list_runs
 -- Runs, newest first, optionally filtered by status and durable name.
 SELECT r.run_id, r.name, r.status, r.generation, r.owner, r.created_at, r.started_at,
