@@ -133,13 +133,14 @@ def schedule(fn: Callable | StepFunction | NamedCall, *args: Any, **kwargs: Any)
     if entry is not None and entry.status in ("scheduled", "running"):
         return handle  # queued or running already: not started twice
     if entry is not None and entry.status == "completed":
-        if (entry.code_fp, entry.args_fp) == (code_fp, args_fp) or ex.on_change == "ignore":
+        changed = entry.change(code_fp, args_fp)
+        if changed is None or ex.on_change == "ignore":
             ex.report.replayed.append(named)
             handle.entry = entry
             return handle
         if ex.on_change == "error":
-            raise CodeChanged(f"child {named!r} of run {ex.run_id!r}: its code or arguments "
-                              "changed since it completed (on_change='error')")
+            raise CodeChanged(f"child {named!r} of run {ex.run_id!r}: its {changed} changed "
+                              "since it completed (on_change='error')")
         ex.report.changed.append(named)
     else:
         (ex.report.retried if entry is not None else ex.report.executed).append(named)
@@ -171,13 +172,10 @@ def wait(handles: StepHandle | list[StepHandle], return_exceptions: bool = False
 
 def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) -> None:
     children_of(ex).flush(ex)
-    for h in items:
-        if h.entry is not None and h.outcome is None:
-            h.outcome = ("ok", ex.value(h.entry))
     if not ex.progress_shown:  # a fully replayed fan-out shows its progress too
         ex.progress_shown = True
         hooks.progress(ex.run_id)
-    waiting = {h.name: h for h in items if h.outcome is None}
+    waiting = {h.name: h for h in items if h.outcome is None and h.entry is None}
     if not waiting:
         return
     # children queued by an earlier execution (that died) were not flushed now: the

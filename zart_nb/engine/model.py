@@ -138,6 +138,14 @@ class Entry:
     attempts: int
     not_before: Any = None
 
+    def change(self, code_fp: bytes, args_fp: bytes, *, inputs: str = "arguments") -> str | None:
+        """What changed since this entry was recorded: "code", ``inputs``, or None."""
+        if self.code_fp is not None and self.code_fp != code_fp:
+            return "code"
+        if self.args_fp is not None and self.args_fp != args_fp:
+            return inputs
+        return None
+
     @classmethod
     def from_row(cls, row: dict) -> Entry:
         return cls(**{k: row[k] for k in cls.__dataclass_fields__})

@@ -132,13 +132,17 @@ class Run:
                 raise TimeoutError(f"run {self.run_id!r} is still {row['status']} after {timeout} s")
             notes.wait(self.run_id, token, min(left, 5.0))
 
+    def _step_row(self, conn, name: str) -> dict:
+        row = queries.one(conn, "get_step", run_id=self.run_id, generation=self.generation,
+                          name=name)
+        if row is None:
+            raise UsageError(f"run {self.run_id!r} has no step {name!r}")
+        return row
+
     def step_result(self, name: str) -> Any:
         """The stored result of a completed step (its error raised if it failed)."""
         with self.store.connection() as conn:
-            row = queries.one(conn, "get_step", run_id=self.run_id, generation=self.generation,
-                              name=name)
-            if row is None:
-                raise UsageError(f"run {self.run_id!r} has no step {name!r}")
+            row = self._step_row(conn, name)
             if row["status"] == "completed":
                 data = row["result"]
                 if row["result_hash"] is not None:
@@ -176,10 +180,7 @@ class Run:
     def retry_step(self, name: str) -> None:
         """Run a failed step again: at the next execution, or now by a worker for a child."""
         with self.store.connection() as conn:
-            row = queries.one(conn, "get_step", run_id=self.run_id, generation=self.generation,
-                              name=name)
-            if row is None:
-                raise UsageError(f"run {self.run_id!r} has no step {name!r}")
+            row = self._step_row(conn, name)
             if row["status"] != "failed":
                 raise UsageError(f"step {name!r} of run {self.run_id!r} is {row['status']}; "
                                  "only a failed step can be retried")

@@ -182,7 +182,7 @@ def run_step(ex: Execution, step: StepFunction, name: str, args: tuple, kwargs: 
     executed = ex.report.executed
     if entry is not None:
         if entry.status == "completed":
-            changed = _change(entry, code_fp, args_fp)
+            changed = entry.change(code_fp, args_fp)
             if changed is None or ex.on_change == "ignore":
                 ex.report.replayed.append(name)
                 return Ok(ex.value(entry))
@@ -196,14 +196,6 @@ def run_step(ex: Execution, step: StepFunction, name: str, args: tuple, kwargs: 
         first_attempt = entry.attempts + 1
     executed.append(name)
     return _execute(ex, step, name, seq, kind, args, kwargs, code_fp, args_fp, first_attempt)
-
-
-def _change(entry, code_fp: bytes, args_fp: bytes) -> str | None:
-    if entry.code_fp is not None and entry.code_fp != code_fp:
-        return "code"
-    if entry.args_fp is not None and entry.args_fp != args_fp:
-        return "arguments"
-    return None
 
 
 def _execute(ex: Execution, step: StepFunction, name: str, seq: int, kind: str, args: tuple,

@@ -90,7 +90,7 @@ class StepCellBody:
         if entry is not None:
             attempt = entry.attempts + 1
             if entry.status == "completed":
-                changed = _change(entry, self.cell.code_fp, self.args_fp)
+                changed = entry.change(self.cell.code_fp, self.args_fp, inputs="inputs")
                 if changed is None or ex.on_change == "ignore":
                     ex.report.replayed.append(name)
                     self.outcome.restored = ex.value(entry)
@@ -271,14 +271,6 @@ def value_fingerprint(value: Any) -> bytes:
         return codec.fingerprint(value)
     except PayloadError:  # cannot be hashed by content: taken as unchanged
         return b"unpicklable:" + type(value).__qualname__.encode()
-
-
-def _change(entry, code_fp: bytes, args_fp: bytes) -> str | None:
-    if entry.code_fp is not None and entry.code_fp != code_fp:
-        return "code"
-    if entry.args_fp is not None and entry.args_fp != args_fp:
-        return "inputs"
-    return None
 
 
 def _hidden(shell, name: str) -> bool:
