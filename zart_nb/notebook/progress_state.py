@@ -21,6 +21,7 @@ from typing import Any, Protocol
 from ..store import queries
 from ..store.connection import Store
 from ..store.notify import listener
+from .tables import duration
 
 # One character per child; the order is the order of the counts and of the legend.
 STATES = {"c": "completed", "p": "replayed", "r": "running", "y": "retrying",
@@ -103,14 +104,6 @@ def replayed_until(store: Store, run_id: str, names: list[str]) -> datetime | No
 def child_at(store: Store, run_id: str, index: int) -> dict | None:
     with store.connection() as conn:
         return queries.one(conn, "progress_child_at", run_id=run_id, index=index)
-
-
-def duration(seconds: float) -> str:
-    if seconds < 60:
-        return f"{seconds:.1f} s"
-    if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def text_line(snap: Snapshot, width: int = 24) -> str:

@@ -14,24 +14,25 @@ def rows_of(runs: list[dict], now: datetime | None = None) -> list[tuple[str, ..
     for r in runs:
         started = r.get("started_at")
         end = r.get("finished_at") or (now if r.get("status") in ("running", "waiting") else None)
-        duration = _duration((end - started).total_seconds()) if started and end else ""
+        took = duration((end - started).total_seconds()) if started and end else ""
         out.append((
             str(r["run_id"]), str(r.get("name") or ""), str(r.get("status") or ""),
             f"{r.get('steps_done', 0)}/{r.get('steps_total', 0)}",
             str(r.get("owner") or ""),
             started.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S") if started else "",
-            duration,
+            took,
         ))
     return out
 
 
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """``4.2 s``, ``3 min 07 s``, ``2 h 05 min``: for runs tables and progress lines."""
     seconds = max(0.0, seconds)
     if seconds < 60:
         return f"{seconds:.1f} s"
     if seconds < 3600:
-        return f"{int(seconds // 60)} min {int(seconds % 60)} s"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60)} min"
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def as_text(rows: list[tuple[str, ...]]) -> str:
