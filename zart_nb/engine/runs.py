@@ -85,25 +85,29 @@ class Run:
     def __init__(self, run_id: str, store: Store | None = None) -> None:
         self.run_id = run_id
         self.store = store or get_store()
-        self.row()  # raises RunNotFound
+        self._stored()  # raises RunNotFound
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id!r} {self.status}>"
 
     def row(self) -> dict:
+        """The run as stored, with the counts of its steps (done, failed, total)."""
+        return self._stored("get_run")
+
+    def _stored(self, query: str = "get_run_row") -> dict:
         with self.store.connection() as conn:
-            row = queries.one(conn, "get_run", run_id=self.run_id)
+            row = queries.one(conn, query, run_id=self.run_id)
         if row is None:
             raise RunNotFound(f"run {self.run_id!r} does not exist")
         return row
 
     @property
     def status(self) -> str:
-        return self.row()["status"]
+        return self._stored()["status"]
 
     @property
     def generation(self) -> int:
-        return self.row()["generation"]
+        return self._stored()["generation"]
 
     @property
     def steps(self) -> list[dict]:
@@ -124,7 +128,7 @@ class Run:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             token = notes.token(self.run_id)
-            row = self.row()
+            row = self._stored()
             if row["status"] in TERMINAL:
                 return stored_outcome(self.store, row)
             left = 5.0 if deadline is None else deadline - time.monotonic()
