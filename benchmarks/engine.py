@@ -20,7 +20,9 @@ import time
 from pathlib import Path
 
 from zart_nb import codec, step
-from zart_nb.engine.execute import Options, execute
+from zart_nb.engine.model import Options
+
+from tests.helpers import execute
 from zart_nb.store.connection import close_store, get_store
 
 from .common import SECRET, SCHEMA, Context, Figures, benchmark, best_of
@@ -98,7 +100,7 @@ def replay_rate(ctx: Context) -> Figures:
 RESUME = """
 import os, sys, time
 from zart_nb import step
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 from benchmarks.engine import steps_body
 
 @step("first-new")

@@ -19,7 +19,9 @@ import sys
 from pathlib import Path
 
 from zart_nb import step
-from zart_nb.engine.execute import Options, execute
+from zart_nb.engine.model import Options
+
+from tests.helpers import execute
 from zart_nb.store.connection import close_store
 
 from .common import SECRET, SCHEMA, Context, Figures, benchmark
@@ -49,7 +51,7 @@ def replay_body(n, size, keep):
 # and writing 5 to clear_refs resets it to the current RSS.
 REPLAY = """
 import json, sys
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 from zart_nb.store.connection import get_store
 from benchmarks.memory import replay_body
 

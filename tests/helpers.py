@@ -13,6 +13,21 @@ from typing import Any, Callable
 REPO = Path(__file__).resolve().parents[1]
 
 
+def execute(body: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
+            name: str, run_id: str | None = None, options: Any = None,
+            replay_completed: bool = False, wait: bool = True, restart: bool = False) -> Any:
+    """Execute ``body`` as a run through the engine's operations (``replay`` when
+    ``replay_completed``, else ``execute``), from the plain arguments tests have."""
+    from zart_nb.engine import execute as engine
+    from zart_nb.engine.model import Options
+
+    request = engine.RunRequest(body, name, name if run_id is None else run_id, tuple(args),
+                                kwargs or {}, options or Options())
+    if replay_completed:
+        return engine.replay(request, restart=restart)
+    return engine.execute(request, restart=restart, wait=wait)
+
+
 def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "condition",
           every: float = 0.05) -> Any:
     """Poll ``check`` until it returns something true; that value."""

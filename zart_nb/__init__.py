@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from .codec import ship
 from .engine import hooks as _hooks
-from .engine.journal import StepContext
-from .engine.model import Err, Failed, Ok, Report, RetryPolicy
-from .engine.runs import DurableFunction, Run, durable, run, runs, send_event
-from .engine.steps import StepFunction, capture, now, step
 from .engine.context import context
 from .engine.fanout import StepHandle, schedule, wait
+from .engine.model import Err, Failed, Ok, Report, RetryPolicy, StepContext
+from .engine.runs import DurableFunction, Run, durable, run, runs, send_event
+from .engine.steps import StepFunction, capture, now, step
 from .engine.waits import sleep, sleep_until, wait_for_event
 from .errors import (
     CodeChanged, DuplicateStepName, EventAlreadySent, EventTimeout, PayloadError, RunBusy,
@@ -22,7 +21,7 @@ from .errors import (
     ZartError,
 )
 
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "step", "durable", "capture", "now", "context", "ship",

@@ -75,7 +75,15 @@ class CodeChanged(UsageError):
 
 
 class StoreError(ZartError):
-    """The database could not do what was asked; the original is in ``__cause__``."""
+    """The database could not do what was asked; the original is in ``__cause__``.
+
+    ``sqlstate`` is PostgreSQL's code for the failure (``"53100"``: disk full, ``None``
+    when the server was not reached), so that callers decide without the driver.
+    """
+
+    def __init__(self, message: str, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
 
 
 class PayloadError(ZartError):

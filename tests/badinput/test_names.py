@@ -16,7 +16,7 @@ from zart_nb import (
     step,
     wait_for_event,
 )
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 from .conftest import steps_of
 

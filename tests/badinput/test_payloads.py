@@ -10,7 +10,7 @@ import pytest
 
 from tests.chaos.figures import record
 from zart_nb import PayloadError, StepFailed, codec, schedule, step, wait
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 from .conftest import steps_of
 

@@ -13,7 +13,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from tests.chaos.figures import record
 from zart_nb import StoreError, step
 from zart_nb.config import configure, settings
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 from zart_nb.store.connection import close_store
 
 

@@ -22,7 +22,7 @@ import pytest
 from tests.chaos.figures import record
 from tests.engine.helpers import REPO, replay
 from zart_nb import PayloadError, codec, run, schedule, send_event, step, wait_for_event
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 
 class CreatesFile:

@@ -9,7 +9,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from zart_nb.engine.execute import BodyResult, Options, execute
+from zart_nb.engine.execute import BodyResult
+from zart_nb.engine.model import Options
+
+from ..helpers import execute
 
 REPO = Path(__file__).resolve().parents[2]
 

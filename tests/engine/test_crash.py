@@ -10,7 +10,7 @@ import time
 import pytest
 
 from zart_nb import RunBusy, run
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 from .helpers import crash_body, executions, log_lines, spawn_crash_body, wait_for_line
 from .scripts import crash_body as script

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from zart_nb import CodeChanged, durable, run, step
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 from zart_nb.engine.fingerprint import code_fingerprint
 
 from .helpers import replay

@@ -25,8 +25,9 @@ from zart_nb import (
     run,
     step,
 )
-from zart_nb.engine import journal
-from zart_nb.store import queries
+from zart_nb.engine import execution
+from zart_nb.engine.model import StepContext
+from zart_nb.store import sql
 
 from .helpers import replay
 
@@ -143,7 +144,7 @@ def test_capture_now_and_context_are_replayed(zart_env):
     assert again.value == first
     assert first[3:] == ("ctx-1", "ctx")
     assert again.report.replayed == ["pick", "started", "inside"]
-    assert seen == [journal.StepContext("ctx-1", "ctx", "inside", 1)]
+    assert seen == [StepContext("ctx-1", "ctx", "inside", 1)]
     with pytest.raises(UsageError):
         replay(lambda: capture("", int), name="ctx", run_id="ctx-2")
 
@@ -351,7 +352,7 @@ def test_asynchronous_durability_commits_and_restores_the_setting(zart_env):
 
     @durable("async-run", durability="async")
     def body():
-        observed.append(journal.current().conn.execute("SHOW synchronous_commit").fetchone()[0])
+        observed.append(execution.current().conn.execute("SHOW synchronous_commit").fetchone()[0])
         return sum(s(i) for i in range(20))
 
     assert body() == 190
@@ -373,13 +374,13 @@ def test_replay_loads_the_journal_in_one_query(zart_env, monkeypatch):
     assert replay(body, name="one-query", run_id="one-query").value == 39800
 
     issued = []
-    original = queries.execute
+    original = sql.run_query
 
-    def counting(conn, name, /, **params):
-        issued.append(name)
-        return original(conn, name, **params)
+    def counting(conn, query, *args, **kwargs):
+        issued.append(query.name)
+        return original(conn, query, *args, **kwargs)
 
-    monkeypatch.setattr(queries, "execute", counting)
+    monkeypatch.setattr(sql, "run_query", counting)
     again = replay(body, name="one-query", run_id="one-query")
 
     assert again.value == 39800 and len(again.report.replayed) == 200

@@ -10,7 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from tests.helpers import REPO
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 
 def note(log: str | Path, line: str) -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from zart_nb import DuplicateStepName, UsageError, schedule, step, wait
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 from .scripts import bodies
 

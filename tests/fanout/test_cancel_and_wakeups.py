@@ -9,7 +9,7 @@ import pytest
 
 from tests.helpers import until
 from zart_nb import RunFailed, run, schedule, wait
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 from .helpers import InThread
 from .scripts import bodies

@@ -20,7 +20,7 @@ from zart_nb import (
     send_event,
     wait_for_event,
 )
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 from .helpers import InThread
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from zart_nb import StepFailed, run, schedule, wait
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 from .helpers import lines
 from .scripts import bodies

@@ -10,7 +10,7 @@ import pytest
 
 from tests.helpers import until
 from zart_nb import schedule, wait
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 from .helpers import kill, runs_per_child, spawn_script
 from .scripts import bodies

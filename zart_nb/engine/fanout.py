@@ -15,20 +15,23 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import cloudpickle
 
 from .. import codec
-from ..errors import CodeChanged, PayloadError, StepFailed, UsageError
-from ..store import queries
+from ..errors import PayloadError, StepFailed, UsageError
+from ..store import queue as queue_db
 from ..store.notify import listener
+from ..store.records import ChildOutcome, JournalEntry, NewChild
 from . import hooks
+from .execution import Execution, body_execution
 from .fingerprint import code_fingerprint
-from .journal import Execution, current, in_step
-from .model import Entry, RetryPolicy
+from .model import Err, Ok, Outcome
 from .steps import NamedCall, StepFunction
+from .worker import local_pool
 
 FLUSH_AT = 1000  # children buffered before an insert
 POLL_SECONDS = 2.0  # fallback when a notification is lost
@@ -42,30 +45,19 @@ class StepHandle:
 
     name: str
     run_id: str | None = None
-    entry: Entry | None = field(default=None, repr=False)  # finished in an earlier execution
-    outcome: tuple[str, Any] | None = field(default=None, repr=False)  # ("ok"|"error", value)
-
-
-@dataclass
-class _Pending:
-    name: str
-    seq: int
-    code_fp: bytes
-    args_fp: bytes
-    task: bytes
-    policy: RetryPolicy
-    timeout: float | None
+    entry: JournalEntry | None = field(default=None, repr=False)  # finished in an earlier execution
+    outcome: Outcome | None = field(default=None, repr=False)
 
 
 class Children:
     """The children an execution scheduled and has not inserted yet."""
 
     def __init__(self) -> None:
-        self.pending: list[_Pending] = []
+        self.pending: list[NewChild] = []
         self.counters: dict[str, int] = {}
-        self._functions: dict[int, tuple[Callable, bytes]] = {}
+        self._functions: dict[int, tuple[Callable[..., Any], bytes]] = {}
 
-    def pickled(self, fn: Callable, child: str) -> bytes:
+    def pickled(self, fn: Callable[..., Any], child: str) -> bytes:
         """``fn`` pickled once per execution (a notebook function travels by value, which
         costs more than its arguments); the task's envelope signs these bytes too."""
         found = self._functions.get(id(fn))
@@ -82,26 +74,19 @@ class Children:
             return
         batch, self.pending = self.pending, []
         with ex.lock:
-            queries.execute(ex.conn, "insert_children", **{
-                "run_id": ex.run_id, "generation": ex.generation, "namespace": ex.namespace,
-                "owner": ex.owner,
-                "names": [c.name for c in batch], "seqs": [c.seq for c in batch],
-                "code_fps": [c.code_fp for c in batch], "args_fps": [c.args_fp for c in batch],
-                "tasks": [c.task for c in batch],
-                "max_attempts": [c.policy.max_attempts for c in batch],
-                "retries": [json.dumps(c.policy.to_json()) for c in batch],
-                "timeouts": [c.timeout for c in batch],
-            })
+            queue_db.insert(ex.conn, ex.who, ex.namespace, batch)
         ensure_local_workers(ex)
 
 
 def children_of(ex: Execution) -> Children:
     if ex.children is None:
         ex.children = Children()
-    return ex.children
+    kids: Children = ex.children
+    return kids
 
 
-def schedule(fn: Callable | StepFunction | NamedCall, *args: Any, **kwargs: Any) -> StepHandle:
+def schedule(fn: Callable[..., Any] | StepFunction | NamedCall, *args: Any,
+             **kwargs: Any) -> StepHandle:
     """Queue ``fn(*args, **kwargs)`` as a child that any worker may run; see ``wait``."""
     named: str | None = None
     if isinstance(fn, NamedCall):
@@ -110,13 +95,13 @@ def schedule(fn: Callable | StepFunction | NamedCall, *args: Any, **kwargs: Any)
         if not callable(fn):
             raise UsageError(f"schedule() needs a function or a step, not {type(fn).__name__}")
         fn = StepFunction(fn)
-    ex = current()
-    if ex is None or in_step() is not None:
+    ex = body_execution()
+    if ex is None:  # outside a body (or inside a step): the function runs now
         handle = StepHandle(named or fn.template)
         try:
-            handle.outcome = ("ok", fn.fn(*args, **kwargs))
+            handle.outcome = Ok(fn.fn(*args, **kwargs))
         except Exception as exc:
-            handle.outcome = ("error", exc)
+            handle.outcome = Err(exc)
         return handle
     kids = children_of(ex)
     if named is None:
@@ -125,28 +110,20 @@ def schedule(fn: Callable | StepFunction | NamedCall, *args: Any, **kwargs: Any)
             number = kids.counters.get(named, 0)
             kids.counters[named] = number + 1
             named = f"{named}-{number}"
-    seq = ex.claim_name(named)
     code_fp = code_fingerprint(fn.fn)
     args_fp = codec.fingerprint((args, kwargs), owner=f"child {named!r}")
+    decision = ex.lookup(named, code_fp, args_fp, what="child")
     handle = StepHandle(named, ex.run_id)
-    entry = ex.journal.get(named)
-    if entry is not None and entry.status in ("scheduled", "running"):
+    if decision.action == "pending":
         return handle  # queued or running already: not started twice
-    if entry is not None and entry.status == "completed":
-        changed = entry.change(code_fp, args_fp)
-        if changed is None or ex.on_change == "ignore":
-            ex.report.replayed.append(named)
-            handle.entry = entry
-            return handle
-        if ex.on_change == "error":
-            raise CodeChanged(f"child {named!r} of run {ex.run_id!r}: its {changed} changed "
-                              "since it completed (on_change='error')")
-        ex.report.changed.append(named)
-    else:
-        (ex.report.retried if entry is not None else ex.report.executed).append(named)
+    if decision.action == "replay":
+        handle.entry = decision.entry
+        return handle
     task = codec.encode((kids.pickled(fn.fn, named), args, kwargs), what="child",
                         owner=f"child {named!r}")
-    kids.pending.append(_Pending(named, seq, code_fp, args_fp, task, fn.retry, fn.timeout))
+    kids.pending.append(NewChild(named, decision.seq, code_fp, args_fp, task,
+                                 fn.retry.max_attempts, json.dumps(fn.retry.to_json()),
+                                 fn.timeout))
     if len(kids.pending) >= FLUSH_AT:
         kids.flush(ex)
     return handle
@@ -159,12 +136,12 @@ def wait(handles: StepHandle | list[StepHandle], return_exceptions: bool = False
     child). With ``return_exceptions=True`` errors are returned in place of results.
     """
     single = isinstance(handles, StepHandle)
-    items = [handles] if single else list(handles)
+    items = [handles] if isinstance(handles, StepHandle) else list(handles)
     for h in items:
         if not isinstance(h, StepHandle):
             raise UsageError(f"wait() takes handles returned by schedule(), not {type(h).__name__}")
-    ex = current()
-    if ex is not None and in_step() is None:
+    ex = body_execution()
+    if ex is not None:
         _collect(ex, items, return_exceptions)
     results = [_result_of(ex, h, return_exceptions) for h in items]
     return results[0] if single else results
@@ -188,13 +165,12 @@ def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) ->
             ex.check_live()
             token = notes.token(ex.run_id)
             with ex.lock:
-                rows = queries.all_rows(ex.conn, "children_outcomes", run_id=ex.run_id,
-                                        generation=ex.generation, names=list(waiting))
+                rows = queue_db.outcomes(ex.conn, ex.run_id, ex.generation, list(waiting))
             for row in rows:
-                handle = waiting.pop(row["name"])
+                handle = waiting.pop(row.name)
                 handle.outcome = _outcome_of(ex, row)
-                if handle.outcome[0] == "error" and not return_exceptions:
-                    raise _with_note(handle.outcome[1], handle.name, ex.run_id)
+                if isinstance(handle.outcome, Err) and not return_exceptions:
+                    raise _with_note(handle.outcome.error, handle.name, ex.run_id)
             if waiting and notes.wait(ex.run_id, token, POLL_SECONDS):
                 ex.look_for_cancel()
                 # Each look costs about a microsecond per waiting name, and every batch a
@@ -205,21 +181,21 @@ def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) ->
         ex.set_status("running")
 
 
-def _outcome_of(ex: Execution, row: dict) -> tuple[str, Any]:
-    name = row["name"]
-    if row["status"] == "completed":
-        return ("ok", codec.decode(ex.result_bytes(row["result"], row["result_hash"]),
-                                   what=f"result of child {name!r}"))
-    if row["error_payload"] is not None:
+def _outcome_of(ex: Execution, row: ChildOutcome) -> Outcome:
+    name = row.name
+    if row.status == "completed":
+        return Ok(ex.stored_value(row.result, row.result_hash, f"result of child {name!r}"))
+    if row.error_payload is not None:
         try:
-            return ("error", codec.decode(row["error_payload"], what=f"error of child {name!r}"))
+            return Err(codec.decode(row.error_payload, what=f"error of child {name!r}"))
         except PayloadError as exc:
-            return ("error", exc)
-    return ("error", StepFailed(f"child {name!r}: {row['error'] or 'failed'}", step=name,
-                                reason="worker_lost"))
+            return Err(exc)
+    return Err(StepFailed(f"child {name!r}: {row.error or 'failed'}", step=name,
+                          reason="worker_lost"))
 
 
 def _with_note(error: BaseException, name: str, run_id: str) -> BaseException:
+    """The child's error (a copy loaded from the journal) with a note naming the child."""
     if hasattr(error, "add_note"):
         error.add_note(f"(raised by child step {name!r} of run {run_id!r})")
     return error
@@ -227,13 +203,14 @@ def _with_note(error: BaseException, name: str, run_id: str) -> BaseException:
 
 def _result_of(ex: Execution | None, h: StepHandle, return_exceptions: bool) -> Any:
     if h.outcome is None and h.entry is not None and ex is not None:
-        h.outcome = ("ok", ex.value(h.entry))
+        h.outcome = Ok(ex.value(h.entry))
     if h.outcome is None:
         raise UsageError(f"child {h.name!r} has not finished: wait() for it inside its run")
-    kind, value = h.outcome
-    if kind == "error" and not return_exceptions:
-        raise value
-    return value
+    if isinstance(h.outcome, Ok):
+        return h.outcome.value
+    if not return_exceptions:
+        raise h.outcome.error
+    return h.outcome.error
 
 
 _pool_lock = threading.Lock()
@@ -244,8 +221,6 @@ def ensure_local_workers(ex: Execution) -> None:
     size = ex.store.settings.workers
     if size <= 0:
         return
-    from .worker import local_pool
-
     with _pool_lock:
         local_pool(ex.store, size, ex.namespace)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
@@ -53,10 +54,21 @@ class RetryPolicy:
     jitter: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.retries < 0 or self.delay < 0 or self.max_delay < 0 or not 0 <= self.jitter <= 1:
-            raise UsageError(f"invalid retry policy {self}")
+        if isinstance(self.retries, bool) or not isinstance(self.retries, int) or self.retries < 0:
+            raise UsageError(f"RetryPolicy: retries must be a whole number >= 0, not {self.retries!r}")
+        for field_name, low in (("delay", 0.0), ("factor", 1.0), ("max_delay", 0.0)):
+            value = getattr(self, field_name)
+            if (isinstance(value, bool) or not isinstance(value, (int, float))
+                    or not math.isfinite(value) or value < low):
+                raise UsageError(f"RetryPolicy: {field_name} must be a finite number >= {low:g}, "
+                                 f"not {value!r}")
+        if (isinstance(self.jitter, bool) or not isinstance(self.jitter, (int, float))
+                or not 0 <= self.jitter <= 1):
+            raise UsageError(f"RetryPolicy: jitter must be a fraction between 0 and 1, not "
+                             f"{self.jitter!r}")
         if self.backoff not in ("fixed", "exponential"):
-            raise UsageError(f"retry backoff must be 'fixed' or 'exponential', not {self.backoff!r}")
+            raise UsageError(f"RetryPolicy: backoff must be 'fixed' or 'exponential', not "
+                             f"{self.backoff!r}")
 
     @property
     def max_attempts(self) -> int:
@@ -99,17 +111,62 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(retries=0)
 
 OnChange = Literal["rerun", "error", "ignore"]
-ON_CHANGE_POLICIES = ("rerun", "error", "ignore")
+ON_CHANGE_POLICIES: tuple[OnChange, ...] = ("rerun", "error", "ignore")
+TERMINAL_STATUSES = ("completed", "failed", "cancelled")
+RUN_STATUSES = ("pending", "running", "waiting", *TERMINAL_STATUSES)
+
+
+@dataclass(frozen=True)
+class Options:
+    """How a run is executed: ``on_change`` (a completed step whose code or arguments
+    changed: ``rerun``, ``error``, ``ignore``), ``durability`` (``sync``: commits wait for
+    the WAL flush; ``async``: they survive a crash of the process, not of the server), and
+    the worker ``namespace`` its children are queued under (None: the settings')."""
+
+    on_change: OnChange = "rerun"
+    durability: Literal["sync", "async"] = "sync"
+    namespace: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.on_change not in ON_CHANGE_POLICIES:
+            raise UsageError(f"on_change must be one of {', '.join(ON_CHANGE_POLICIES)}, "
+                             f"not {self.on_change!r}")
+        if self.durability not in ("sync", "async"):
+            raise UsageError(f"durability must be 'sync' or 'async', not {self.durability!r}")
+        if self.namespace is not None and (not isinstance(self.namespace, str)
+                                           or not self.namespace.strip()):
+            raise UsageError(f"namespace must be a non-empty string, not {self.namespace!r}")
+
+    def stored(self) -> dict[str, str]:
+        """What the run row keeps of them (workers executing a detached run read it)."""
+        return {"on_change": self.on_change, "durability": self.durability}
+
+    @classmethod
+    def from_stored(cls, stored: dict[str, Any], namespace: str) -> Options:
+        return cls(on_change=stored.get("on_change", "rerun"),
+                   durability=stored.get("durability", "sync"), namespace=namespace)
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What ``context()`` returns: where the calling code runs."""
+
+    run_id: str | None
+    durable_name: str | None
+    step: str | None
+    attempt: int
 
 
 @dataclass
 class Report:
-    """What one execution of a body did with each step."""
+    """What one execution of a body did with each step: ``executed`` holds every step
+    that ran (``retried`` ones too), ``changed`` the ones that ran again because their
+    code or arguments changed."""
 
     replayed: list[str] = field(default_factory=list)
     executed: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)  # re-executed because code/args changed
-    retried: list[str] = field(default_factory=list)  # failed before, executed again
+    changed: list[str] = field(default_factory=list)
+    retried: list[str] = field(default_factory=list)  # failed or in flight before
 
     def summary(self) -> str:
         parts = [f"{len(self.replayed)} replayed", f"{len(self.executed)} executed"]
@@ -117,35 +174,3 @@ class Report:
             parts.append(f"{len(self.changed)} re-executed because they changed "
                          f"({', '.join(self.changed[:5])}{', …' if len(self.changed) > 5 else ''})")
         return ", ".join(parts)
-
-
-@dataclass
-class Entry:
-    """One step of the journal as loaded: the result stays pickled until asked for."""
-
-    name: str
-    kind: str
-    status: str
-    seq: int | None
-    code_fp: bytes | None
-    args_fp: bytes | None
-    result: bytes | None
-    result_hash: bytes | None
-    error: str | None
-    error_kind: str | None
-    error_payload: bytes | None
-    traceback: str | None
-    attempts: int
-    not_before: Any = None
-
-    def change(self, code_fp: bytes, args_fp: bytes, *, inputs: str = "arguments") -> str | None:
-        """What changed since this entry was recorded: "code", ``inputs``, or None."""
-        if self.code_fp is not None and self.code_fp != code_fp:
-            return "code"
-        if self.args_fp is not None and self.args_fp != args_fp:
-            return inputs
-        return None
-
-    @classmethod
-    def from_row(cls, row: dict) -> Entry:
-        return cls(**{k: row[k] for k in cls.__dataclass_fields__})

@@ -1,23 +1,34 @@
-"""``@durable`` for scripts, and the Run API to look at and steer runs from anywhere."""
+"""``@durable`` for scripts, and the Run API to look at and steer runs from anywhere.
+
+Each method of ``Run`` takes one pool connection for what it does, and each operation
+that changes a run (cancel, restart, rerun, retry_step) validates first and changes
+everything in one transaction, or nothing.
+"""
 
 from __future__ import annotations
 
 import functools
 import inspect
+import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .. import codec
-from ..errors import EventAlreadySent, RunBusy, RunNotFound, StoreError, UsageError
-from ..store import queries
+from ..errors import PayloadError, RunBusy, RunNotFound, UsageError
+from ..names import check_name
+from ..store import events as events_db
+from ..store import journal as journal_db
+from ..store import payloads
+from ..store import runs as runs_db
 from ..store.connection import Store, get_store
 from ..store.notify import listener
+from ..store.records import StoredBody
 from . import hooks
-from .execute import BodyResult, Options, execute, stored_outcome
-from .journal import check_name
-from .model import Report
+from .execute import BodyResult, RunRequest, detach, execute, stored_outcome
+from .model import RUN_STATUSES, TERMINAL_STATUSES, OnChange, Options, Report
 
-TERMINAL = ("completed", "failed", "cancelled")
+MAX_LISTED = 10_000
 
 
 class DurableFunction:
@@ -28,7 +39,7 @@ class DurableFunction:
     tells what the last call replayed and executed.
     """
 
-    def __init__(self, fn: Callable, name: str, *, options: Options,
+    def __init__(self, fn: Callable[..., Any], name: str, *, options: Options,
                  on_failure: Callable[[Any, BaseException], Any] | None) -> None:
         functools.update_wrapper(self, fn)
         self.fn = fn
@@ -39,31 +50,38 @@ class DurableFunction:
 
     def __call__(self, *args: Any, run_id: str | None = None, restart: bool = False,
                  wait: bool = True, **kwargs: Any) -> Any:
-        outcome = self.execute(args, kwargs, run_id=run_id, restart=restart, wait=wait)
-        return outcome.value
+        return self.execute(args, kwargs, run_id=run_id, restart=restart, wait=wait).value
+
+    def request(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
+                run_id: str | None) -> RunRequest:
+        return RunRequest(self.fn, self.durable_name,
+                          self.durable_name if run_id is None else run_id, args, kwargs or {},
+                          self.options, self.on_failure, source=self._source)
 
     def detach(self, *args: Any, run_id: str | None = None, restart: bool = False,
                **kwargs: Any) -> Run:
         """Hand the run to the workers (the body must pickle); returns the Run to follow."""
-        outcome = self.execute(args, kwargs, run_id=run_id, restart=restart, detach=True)
-        return Run(outcome.run_id)
+        request = self.request(args, kwargs, run_id)
+        detach(request, restart=restart)
+        return Run(request.run_id)
 
-    def execute(self, args: tuple = (), kwargs: dict | None = None, *, run_id: str | None = None,
-                restart: bool = False, wait: bool = True, detach: bool = False) -> BodyResult:
-        try:
-            source = inspect.getsource(self.fn)
-        except (OSError, TypeError):
-            source = None
-        outcome = execute(self.fn, args, kwargs, name=self.durable_name, run_id=run_id,
-                          options=self.options, on_failure=self.on_failure, restart=restart,
-                          wait=wait, body_source=source, detach=detach)
+    def execute(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, *,
+                run_id: str | None = None, restart: bool = False,
+                wait: bool = True) -> BodyResult:
+        outcome = execute(self.request(args, kwargs, run_id), restart=restart, wait=wait)
         self.last_report = outcome.report
         return outcome
 
+    def _source(self) -> str | None:
+        try:
+            return inspect.getsource(self.fn)
+        except (OSError, TypeError):
+            return None
 
-def durable(name: str | Callable | None = None, *, on_change: str = "rerun",
+
+def durable(name: str | Callable[..., Any] | None = None, *, on_change: OnChange = "rerun",
             on_failure: Callable[[Any, BaseException], Any] | None = None,
-            durability: str = "sync", namespace: str | None = None):
+            durability: str = "sync", namespace: str | None = None) -> Any:
     """Make a function a durable body: ``@durable("report-batch")``.
 
     ``on_change``: what a completed step whose code or arguments changed does on replay
@@ -71,129 +89,152 @@ def durable(name: str | Callable | None = None, *, on_change: str = "rerun",
     becomes the result of a run whose body raised. ``durability``: ``sync`` commits wait
     for the WAL flush; ``async`` survives a crash of the process but not of the server.
     """
-    options = Options(on_change=on_change, durability=durability, namespace=namespace)
+    options = Options(on_change=on_change, durability=durability,  # type: ignore[arg-type]
+                      namespace=namespace)
+    if on_failure is not None and not callable(on_failure):
+        raise UsageError(f"@durable on_failure must be a function, not {type(on_failure).__name__}")
     if callable(name):
         return DurableFunction(name, name.__name__, options=options, on_failure=on_failure)
-    if name is not None and (not isinstance(name, str) or not name):
-        raise UsageError(f"@durable name must be a non-empty string, not {name!r}")
-    return lambda fn: DurableFunction(fn, name or fn.__name__, options=options, on_failure=on_failure)
+    if name is not None:
+        check_name("@durable name", name)
+
+    def wrap(fn: Callable[..., Any]) -> DurableFunction:
+        if not callable(fn):
+            raise UsageError(f"@durable decorates a function, not {type(fn).__name__}")
+        return DurableFunction(fn, name or fn.__name__, options=options, on_failure=on_failure)
+
+    return wrap
 
 
 class Run:
     """A run, by id, as stored: look at it or steer it from any process."""
 
     def __init__(self, run_id: str, store: Store | None = None) -> None:
-        self.run_id = run_id
+        self.run_id = check_name("run id", run_id)
         self.store = store or get_store()
-        self._stored()  # raises RunNotFound
+        with self.store.connection() as conn:
+            if runs_db.status(conn, self.run_id) is None:
+                raise self._missing()
 
     def __repr__(self) -> str:
         return f"<Run {self.run_id!r} {self.status}>"
 
-    def row(self) -> dict:
-        """The run as stored, with the counts of its steps (done, failed, total)."""
-        return self._stored("get_run")
+    def _missing(self) -> RunNotFound:
+        return RunNotFound(f"run {self.run_id!r} does not exist")
 
-    def _stored(self, query: str = "get_run_row") -> dict:
+    def row(self) -> dict[str, Any]:
+        """The run as stored, with the counts of its steps (done, failed, total)."""
         with self.store.connection() as conn:
-            row = queries.one(conn, query, run_id=self.run_id)
+            row = runs_db.detail(conn, self.run_id)
         if row is None:
-            raise RunNotFound(f"run {self.run_id!r} does not exist")
+            raise self._missing()
         return row
+
+    def stored_body(self) -> StoredBody:
+        """What the run keeps to be executed again: its pickled body, source, options."""
+        with self.store.connection() as conn:
+            stored = runs_db.stored_body(conn, self.run_id)
+        if stored is None:
+            raise self._missing()
+        return stored
 
     @property
     def status(self) -> str:
-        return self._stored()["status"]
+        with self.store.connection() as conn:
+            status = runs_db.status(conn, self.run_id)
+        if status is None:
+            raise self._missing()
+        return status
 
     @property
     def generation(self) -> int:
-        return self._stored()["generation"]
+        generation: int = self.row()["generation"]
+        return generation
 
     @property
-    def steps(self) -> list[dict]:
+    def steps(self) -> list[dict[str, Any]]:
         """The steps of the current generation, in execution order."""
         with self.store.connection() as conn:
-            return queries.all_rows(conn, "list_steps", run_id=self.run_id,
-                                    generation=self.generation)
+            return [s.as_dict() for s in journal_db.steps(conn, self.run_id)]
 
-    def attempts(self, step: str) -> list[dict]:
-        """The attempts of ``step`` that did not end it (retried or superseded)."""
+    def attempts(self, step: str | None = None) -> list[dict[str, Any]]:
+        """The attempts of ``step`` (of every step when None) that did not end it: retried,
+        failed, or superseded by a rerun; by step name, then attempt."""
+        if step is not None:
+            check_name("step name", step)
         with self.store.connection() as conn:
-            return queries.all_rows(conn, "step_attempts", run_id=self.run_id,
-                                    generation=self.generation, name=step)
+            return [a.as_dict() for a in journal_db.attempts(conn, self.run_id, step)]
 
     def result(self, timeout: float | None = None) -> Any:
         """The run's result once it ended (waiting up to ``timeout`` s); raises RunFailed."""
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or math.isnan(timeout) or timeout < 0):
+            raise UsageError(f"Run.result: timeout must be a number of seconds >= 0, not {timeout!r}")
         notes = listener(self.store)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             token = notes.token(self.run_id)
-            row = self._stored()
-            if row["status"] in TERMINAL:
-                return stored_outcome(self.store, row)
+            with self.store.connection() as conn:
+                row = runs_db.get(conn, self.run_id)
+                if row is None:
+                    raise self._missing()
+                if row.status in TERMINAL_STATUSES:
+                    return stored_outcome(conn, row)
             left = 5.0 if deadline is None else deadline - time.monotonic()
             if left <= 0:
-                raise TimeoutError(f"run {self.run_id!r} is still {row['status']} after {timeout} s")
+                raise TimeoutError(f"run {self.run_id!r} is still {row.status} after {timeout} s")
             notes.wait(self.run_id, token, min(left, 5.0))
-
-    def _step_row(self, conn, name: str) -> dict:
-        row = queries.one(conn, "get_step", run_id=self.run_id, generation=self.generation,
-                          name=name)
-        if row is None:
-            raise UsageError(f"run {self.run_id!r} has no step {name!r}")
-        return row
 
     def step_result(self, name: str) -> Any:
         """The stored result of a completed step (its error raised if it failed)."""
+        check_name("step name", name)
+        what = f"step {name!r} of run {self.run_id!r}"
         with self.store.connection() as conn:
-            row = self._step_row(conn, name)
-            if row["status"] == "completed":
-                data = row["result"]
-                if row["result_hash"] is not None:
-                    data = queries.payload(conn, row["result_hash"])
-                return codec.decode(data, what=f"result of step {name!r}")
-        if row["status"] == "failed" and row["error_payload"] is not None:
-            raise codec.decode(row["error_payload"], what=f"error of step {name!r}")
-        raise UsageError(f"step {name!r} of run {self.run_id!r} is {row['status']}, not completed")
+            row = journal_db.step(conn, self.run_id, name)
+            if row is None:
+                raise UsageError(f"run {self.run_id!r} has no step {name!r}")
+            data = row.result
+            if row.status == "completed" and row.result_hash is not None:
+                data = payloads.read(conn, row.result_hash)
+        if row.status == "completed":
+            if data is None:
+                raise PayloadError(f"result of {what}: its payload is missing")
+            return codec.decode(data, what=f"result of {what}")
+        if row.status == "failed" and row.error_payload is not None:
+            raise codec.decode(row.error_payload, what=f"error of {what}")
+        raise UsageError(f"{what} is {row.status}, not completed")
 
     def cancel(self) -> bool:
         """Cancel the run: its body stops at its next step, unclaimed children are not run."""
         with self.store.connection() as conn:
-            return queries.one(conn, "cancel_run", run_id=self.run_id) is not None
+            return runs_db.cancel(conn, self.run_id)
 
     def restart(self) -> int:
         """Start the run afresh in a new generation (the old one stays as history)."""
         with self.store.connection() as conn:
-            row = queries.one(conn, "restart_run", run_id=self.run_id)
-        if row is None:
+            generation = runs_db.restart(conn, self.run_id)
+        if generation is None:
             raise RunBusy(f"run {self.run_id!r} is being executed; cancel it or wait for it first")
-        return row["generation"]
+        return generation
 
     def rerun(self, steps: list[str] | str) -> list[str]:
-        """Forget the named steps, so that the next execution of the body runs them again."""
+        """Forget the named steps, so that the next execution of the body runs them again.
+
+        Every name is checked first: one unknown name changes nothing.
+        """
         names = [steps] if isinstance(steps, str) else list(steps)
+        if not names:
+            raise UsageError(f"rerun of run {self.run_id!r} needs at least one step name")
+        for name in names:
+            check_name("step name", name)
         with self.store.connection() as conn:
-            gone = [r["name"] for r in queries.all_rows(conn, "forget_steps", run_id=self.run_id,
-                                                        names=names)]
-            missing = sorted(set(names) - set(gone))
-            if missing:
-                raise UsageError(f"run {self.run_id!r} has no step {', '.join(map(repr, missing))}")
-            queries.execute(conn, "reopen_run", run_id=self.run_id)
-        return gone
+            return runs_db.rerun(conn, self.run_id, names)
 
     def retry_step(self, name: str) -> None:
         """Run a failed step again: at the next execution, or now by a worker for a child."""
+        check_name("step name", name)
         with self.store.connection() as conn:
-            row = self._step_row(conn, name)
-            if row["status"] != "failed":
-                raise UsageError(f"step {name!r} of run {self.run_id!r} is {row['status']}; "
-                                 "only a failed step can be retried")
-            if row["kind"] == "child":
-                queries.execute(conn, "retry_child", run_id=self.run_id,
-                                generation=self.generation, name=name)
-            else:
-                queries.execute(conn, "forget_steps", run_id=self.run_id, names=[name])
-            queries.execute(conn, "reopen_run", run_id=self.run_id)
+            runs_db.retry_step(conn, self.run_id, name)
 
     def send_event(self, name: str, payload: Any = None) -> None:
         send_event(self.run_id, name, payload, store=self.store)
@@ -210,32 +251,24 @@ def run(run_id: str) -> Run:
     return Run(run_id)
 
 
-def runs(status: str | None = None, name: str | None = None, limit: int = 50) -> list[dict]:
+def runs(status: str | None = None, name: str | None = None,
+         limit: int = 50) -> list[dict[str, Any]]:
     """Runs, newest first: id, name, status, steps done/total, owner, times."""
-    if status is not None and status not in ("pending", "running", "waiting", *TERMINAL):
-        raise UsageError(f"unknown run status {status!r}")
+    if status is not None and status not in RUN_STATUSES:
+        raise UsageError(f"unknown run status {status!r} (one of {', '.join(RUN_STATUSES)})")
+    if name is not None:
+        check_name("durable name", name)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LISTED:
+        raise UsageError(f"runs(limit=...) must be a whole number from 1 to {MAX_LISTED}, "
+                         f"not {limit!r}")
     with get_store().connection() as conn:
-        return queries.all_rows(conn, "list_runs", status=status, name=name, limit=limit)
+        return [r.as_dict() for r in runs_db.listing(conn, status=status, name=name, limit=limit)]
 
 
 def send_event(run_id: str, name: str, payload: Any = None, *, store: Store | None = None) -> None:
     """Deliver event ``name`` to run ``run_id``; the first event of a name wins."""
-    import psycopg
-
-    if not isinstance(name, str) or not name:
-        raise UsageError(f"an event needs a non-empty name, not {name!r}")
     check_name("event name", name)
-    if isinstance(run_id, str):
-        check_name("run id", run_id)
+    check_name("run id", run_id)
     data = codec.encode(payload, what="payload", owner=f"event {name!r}")
-    store = store or get_store()
-    try:
-        with store.connection() as conn:
-            queries.execute(conn, "insert_event", run_id=run_id, name=name, payload=data)
-    except psycopg.errors.ForeignKeyViolation:
-        raise RunNotFound(f"cannot send event {name!r}: run {run_id!r} does not exist") from None
-    except psycopg.errors.UniqueViolation:
-        raise EventAlreadySent(f"event {name!r} was already sent to run {run_id!r}; "
-                               "events are immutable once sent") from None
-    except psycopg.Error as exc:
-        raise StoreError(f"cannot send event {name!r} to run {run_id!r}: {exc}") from exc
+    with (store or get_store()).connection() as conn:
+        events_db.send(conn, run_id, name, data)

@@ -8,19 +8,21 @@ asked), and its result is committed before the body goes on.
 
 from __future__ import annotations
 
-import contextvars
-import ctypes
 import functools
 import inspect
-import threading
+import math
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
 
 from .. import codec
-from ..errors import CodeChanged, PayloadError, StepFailed, StepTimedOut, TemplateError, UsageError
+from ..errors import PayloadError, StepFailed, StepTimedOut, TemplateError, UsageError
+from ..names import check_name
+from .execution import Execution, body_execution, one_line, step_scope, utcnow
 from .fingerprint import code_fingerprint
-from .journal import Execution, StepContext, _in_step, current, one_line, utcnow
-from .model import Err, Failed, Ok, Outcome, RetryPolicy
+from .model import Err, Failed, Ok, Outcome, RetryPolicy, StepContext
+from .timeouts import TimedOut, call_with_timeout
 
 
 class StepFunction:
@@ -30,12 +32,14 @@ class StepFunction:
                  retry: int | RetryPolicy | None = None, timeout: float | None = None) -> None:
         if not callable(fn):
             raise UsageError(f"@step decorates a function, not {type(fn).__name__}")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise UsageError(f"step {name or fn.__name__!r}: timeout must be a positive number "
-                             f"of seconds, not {timeout!r}")
+        template = name or getattr(fn, "__name__", None) or type(fn).__name__
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
+                                    or not 0 < timeout < math.inf):
+            raise UsageError(f"step {template!r}: timeout must be a positive number of seconds, "
+                             f"not {timeout!r}")
         functools.update_wrapper(self, fn)
         self.fn = fn
-        self.template = name or fn.__name__
+        self.template = template
         self.retry = RetryPolicy.coerce(retry)
         self.timeout = float(timeout) if timeout else None
         self._signature: inspect.Signature | None = None
@@ -45,13 +49,15 @@ class StepFunction:
         return _raise_or_return(invoke(self, None, args, kwargs))
 
     def __repr__(self) -> str:
-        return f"<step {self.template!r} of {self.fn.__qualname__}>"
+        return f"<step {self.template!r} of {self.qualname}>"
+
+    @property
+    def qualname(self) -> str:
+        return getattr(self.fn, "__qualname__", None) or type(self.fn).__qualname__
 
     def named(self, name: str) -> NamedCall:
         """This step under a name chosen at the call site: ``notify.named(f"notify-{i}")(…)``."""
-        if not isinstance(name, str) or not name:
-            raise UsageError(f"step {self.template!r}: .named() needs a non-empty string, not {name!r}")
-        return NamedCall(self, name)
+        return NamedCall(self, check_name("step name", name))
 
     def outcome(self, *args: Any, **kwargs: Any) -> Outcome:
         """``Ok(value)``, ``Err(the step's exception)`` or ``Failed(framework error)``."""
@@ -114,7 +120,7 @@ class StepFunction:
             if self._signature is None:
                 self._signature = inspect.signature(self.fn)
             params = ", ".join(self._signature.parameters) or "none"
-            raise TemplateError(f"step name template {template!r} of {self.fn.__qualname__}: "
+            raise TemplateError(f"step name template {template!r} of {self.qualname}: "
                                 f"cannot fill {exc} (parameters: {params})") from None
 
 
@@ -148,8 +154,8 @@ def step(name: str | Callable | None = None, *, retry: int | RetryPolicy | None 
     """Make a function a step: ``@step``, ``@step("name-{param}")``, ``@step(retry=3, timeout=60)``."""
     if callable(name):
         return StepFunction(name)
-    if name is not None and (not isinstance(name, str) or not name):
-        raise UsageError(f"@step name must be a non-empty string, not {name!r}")
+    if name is not None:
+        check_name("@step name", name)
     return lambda fn: StepFunction(fn, name, retry=retry, timeout=timeout)
 
 
@@ -159,9 +165,10 @@ def _raise_or_return(result: Outcome) -> Any:
     raise result.error
 
 
-def invoke(step: StepFunction, name: str | None, args: tuple, kwargs: dict) -> Outcome:
-    ex = current()
-    if ex is None or _in_step.get() is not None:
+def invoke(step: StepFunction, name: str | None, args: tuple[Any, ...],
+           kwargs: dict[str, Any]) -> Outcome:
+    ex = body_execution()
+    if ex is None:  # outside a body, or inside a step: a plain call
         try:
             return Ok(step.fn(*args, **kwargs))
         except Exception as exc:
@@ -171,51 +178,41 @@ def invoke(step: StepFunction, name: str | None, args: tuple, kwargs: dict) -> O
     return run_step(ex, step, resolved, args, kwargs)
 
 
-def run_step(ex: Execution, step: StepFunction, name: str, args: tuple, kwargs: dict,
-             kind: str = "step") -> Outcome:
+def run_step(ex: Execution, step: StepFunction, name: str, args: tuple[Any, ...],
+             kwargs: dict[str, Any]) -> Outcome:
     """Replay ``name`` from the journal, or execute it and commit its outcome."""
-    seq = ex.claim_name(name)
     code_fp = code_fingerprint(step.fn)
     args_fp = codec.fingerprint((args, kwargs), owner=f"step {name!r}")
-    entry = ex.journal.get(name)
-    first_attempt = 1
-    executed = ex.report.executed
-    if entry is not None:
-        if entry.status == "completed":
-            changed = entry.change(code_fp, args_fp)
-            if changed is None or ex.on_change == "ignore":
-                ex.report.replayed.append(name)
-                return Ok(ex.value(entry))
-            if ex.on_change == "error":
-                raise CodeChanged(f"step {name!r} of run {ex.run_id!r}: its {changed} changed since "
-                                  "it completed (on_change='error'); rerun it, or use "
-                                  "on_change='rerun' or 'ignore'")
-            executed = ex.report.changed
-        else:  # failed, or in flight when its process died: runs again, attempts counted on
-            ex.report.retried.append(name)
-        first_attempt = entry.attempts + 1
-    executed.append(name)
-    return _execute(ex, step, name, seq, kind, args, kwargs, code_fp, args_fp, first_attempt)
+    decision = ex.lookup(name, code_fp, args_fp)
+    if decision.action == "replay":
+        assert decision.entry is not None
+        return Ok(ex.value(decision.entry))
+    return _execute(ex, step, name, decision.seq, args, kwargs, code_fp, args_fp,
+                    decision.attempt)
 
 
-def _execute(ex: Execution, step: StepFunction, name: str, seq: int, kind: str, args: tuple,
-             kwargs: dict, code_fp: bytes, args_fp: bytes, first_attempt: int) -> Outcome:
+def _execute(ex: Execution, step: StepFunction, name: str, seq: int, args: tuple[Any, ...],
+             kwargs: dict[str, Any], code_fp: bytes, args_fp: bytes,
+             first_attempt: int) -> Outcome:
     policy = step.retry
     last_attempt = first_attempt + policy.retries
-    max_attempts = policy.max_attempts
     attempt = first_attempt
+
+    def fail(error: BaseException, kind: str, cause: BaseException | None = None) -> None:
+        ex.fail(name, error, kind=kind, seq=seq, attempt=attempt, started_at=started,
+                code_fp=code_fp, args_fp=args_fp, cause=cause)
+
     while True:
         ex.check_live()
         started = utcnow()
         ex.begin(name, attempt)
-        token = _in_step.set(StepContext(ex.run_id, ex.name, name, attempt))
         try:
-            value = call_with_timeout(step.fn, args, kwargs, step.timeout)
-        except _TimedOut:
+            with step_scope(StepContext(ex.run_id, ex.name, name, attempt)):
+                value = call_with_timeout(step.fn, args, kwargs, step.timeout)
+        except TimedOut:
             error = StepTimedOut(f"step {name!r} timed out after {step.timeout:g} s",
                                  step=name, reason="timed_out")
-            ex.fail(name, error, kind="framework", seq=seq, attempt=attempt, started_at=started,
-                    code_fp=code_fp, args_fp=args_fp)
+            fail(error, "framework")
             return Failed(error)
         except Exception as exc:
             if attempt < last_attempt:
@@ -224,86 +221,44 @@ def _execute(ex: Execution, step: StepFunction, name: str, seq: int, kind: str, 
                 attempt += 1
                 continue
             if policy.retries:
-                error = StepFailed(f"step {name!r} failed after {attempt - first_attempt + 1} "
-                                   f"attempts; last: {one_line(exc)}", step=name,
-                                   reason="retries_exhausted")
-                error.__cause__ = exc
-                ex.fail(name, error, kind="framework", seq=seq, attempt=attempt, started_at=started,
-                        code_fp=code_fp, args_fp=args_fp, cause=exc)
-                return Failed(error)
-            ex.fail(name, exc, kind="business", seq=seq, attempt=attempt, started_at=started,
-                    code_fp=code_fp, args_fp=args_fp)
+                failed = StepFailed(f"step {name!r} failed after {attempt - first_attempt + 1} "
+                                    f"attempts; last: {one_line(exc)}", step=name,
+                                    reason="retries_exhausted")
+                failed.__cause__ = exc
+                fail(failed, "framework", cause=exc)
+                return Failed(failed)
+            fail(exc, "business")
             return Err(exc)
         finally:
-            _in_step.reset(token)
-            ex.inflight = None
+            ex.ended()
         try:
-            ex.complete(name, kind, seq, value, code_fp=code_fp, args_fp=args_fp, attempt=attempt,
-                        max_attempts=max_attempts, started_at=started)
+            ex.complete(name, "step", seq, value, code_fp=code_fp, args_fp=args_fp,
+                        attempt=attempt, max_attempts=policy.max_attempts, started_at=started)
         except PayloadError as exc:
-            error = StepFailed(str(exc), step=name, reason="not_picklable")
-            ex.fail(name, error, kind="framework", seq=seq, attempt=attempt, started_at=started,
-                    code_fp=code_fp, args_fp=args_fp)
-            return Failed(error)
+            unpicklable = StepFailed(str(exc), step=name, reason="not_picklable")
+            fail(unpicklable, "framework")
+            return Failed(unpicklable)
         return Ok(value)
-
-
-class _TimedOut(Exception):
-    pass
-
-
-class StepAbandoned(BaseException):
-    """Raised inside a step's thread after its deadline, to stop what it is doing."""
-
-
-def call_with_timeout(fn: Callable, args: tuple, kwargs: dict, timeout: float | None) -> Any:
-    """Call ``fn``; with a timeout it runs in a thread that is abandoned at the deadline."""
-    if not timeout:
-        return fn(*args, **kwargs)
-    ctx = contextvars.copy_context()
-    box: dict[str, Any] = {}
-    done = threading.Event()
-
-    def target() -> None:
-        try:
-            box["value"] = ctx.run(fn, *args, **kwargs)
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=target, daemon=True, name="zart-step-timeout")
-    thread.start()
-    if not done.wait(timeout):
-        # Python code in the thread stops at its next bytecode; a blocking C call
-        # finishes first, its result dropped.
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
-                                                   ctypes.py_object(StepAbandoned))
-        raise _TimedOut()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
 
 
 def capture(name: str, fn: Callable[[], Any]) -> Any:
     """A durable value: ``fn()`` runs once per run, its result is replayed afterwards."""
-    ex = current()
-    if ex is None or _in_step.get() is not None:
+    if not callable(fn):
+        raise UsageError(f"capture({name!r}, fn) needs a function to call, not {type(fn).__name__}")
+    ex = body_execution()
+    if ex is None:
         return fn()
-    if not isinstance(name, str) or not name:
-        raise UsageError(f"capture() needs a non-empty name, not {name!r}")
-    entry = ex.journal.get(name)
-    seq = ex.claim_name(name)
-    if entry is not None and entry.status == "completed":
-        ex.report.replayed.append(name)
-        return ex.value(entry)
+    decision = ex.lookup(check_name("capture name", name), what="capture")
+    if decision.action == "replay":
+        assert decision.entry is not None
+        return ex.value(decision.entry)
     value = fn()
-    ex.complete(name, "capture", seq, value, code_fp=None, args_fp=None, attempt=1,
+    ex.complete(name, "capture", decision.seq, value, code_fp=None, args_fp=None, attempt=1,
                 max_attempts=1, started_at=None)
-    ex.report.executed.append(name)
     return value
 
 
-def now(name: str):
+def now(name: str) -> datetime:
     """The current UTC time, fixed at the first execution: replay returns the same instant."""
-    return capture(name, utcnow)
+    moment: datetime = capture(name, utcnow)
+    return moment

@@ -7,24 +7,27 @@ body reaches its wait is kept in the events table and found at once.
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from .. import codec
 from ..errors import EventTimeout, UsageError
-from ..store import queries
+from ..names import check_name
+from ..store import events as events_db
 from ..store.notify import listener
-from .journal import Execution, current, in_step, utcnow
+from .execution import Decision, Execution, body_execution, utcnow
 
 POLL_SECONDS = 5.0
+MAX_SECONDS = 100 * 365 * 86400.0  # a hundred years: anything longer is a mistake
 
 
 def sleep(name: str, seconds: float) -> None:
     """Sleep ``seconds``, durably: after a restart only the remainder is slept."""
-    if not isinstance(seconds, (int, float)) or seconds < 0:
-        raise UsageError(f"sleep {name!r}: seconds must be a non-negative number, not {seconds!r}")
-    ex = _body()
+    seconds = _seconds(f"sleep {name!r}: seconds", seconds)
+    ex = body_execution()
     if ex is None:
         time.sleep(seconds)
         return
@@ -37,7 +40,7 @@ def sleep_until(name: str, when: datetime) -> None:
         raise UsageError(f"sleep_until {name!r}: needs a datetime, not {type(when).__name__}")
     if when.tzinfo is None:
         when = when.replace(tzinfo=timezone.utc)
-    ex = _body()
+    ex = body_execution()
     if ex is None:
         time.sleep(max(0.0, (when - utcnow()).total_seconds()))
         return
@@ -49,21 +52,19 @@ def wait_for_event(name: str, timeout: float | None = None) -> Any:
 
     ``timeout`` (seconds) raises EventTimeout, which the body may catch.
     """
-    if timeout is not None and (not isinstance(timeout, (int, float)) or timeout < 0):
-        raise UsageError(f"wait_for_event {name!r}: timeout must be a non-negative number")
-    ex = _body()
+    if timeout is not None:
+        timeout = _seconds(f"wait_for_event {name!r}: timeout", timeout)
+    ex = body_execution()
     if ex is None:
         raise UsageError(f"wait_for_event({name!r}) only works inside a durable body")
-    seq = _claim(ex, name)
-    entry = ex.journal.get(name)
-    if entry is not None and entry.status == "completed":
-        ex.report.replayed.append(name)
-        return ex.value(entry)
-    if entry is not None and entry.not_before is not None:
-        deadline = entry.not_before
-    else:
+    decision = _lookup(ex, name, "event")
+    if decision.action == "replay":
+        assert decision.entry is not None
+        return ex.value(decision.entry)
+    deadline = _resumed_until(decision)
+    if deadline is None:
         deadline = None if timeout is None else utcnow() + timedelta(seconds=timeout)
-        _begin(ex, name, "event", seq, deadline)
+        ex.start_wait(name, "event", decision.seq, deadline)
     notes = listener(ex.store)
     ex.set_status("waiting")
     try:
@@ -71,52 +72,49 @@ def wait_for_event(name: str, timeout: float | None = None) -> Any:
             ex.check_live()
             token = notes.token(ex.run_id)
             with ex.lock:
-                row = queries.one(ex.conn, "get_event", run_id=ex.run_id, name=name)
-            if row is not None:
-                value = codec.decode(row["payload"], what=f"event {name!r}")
-                ex.complete(name, "event", seq, value, code_fp=None, args_fp=None, attempt=1,
-                            max_attempts=1, started_at=None)
-                ex.report.executed.append(name)
+                payload = events_db.payload(ex.conn, ex.run_id, name)
+            if payload is not None:
+                value = codec.decode(payload, what=f"event {name!r}")
+                ex.complete(name, "event", decision.seq, value, code_fp=None, args_fp=None,
+                            attempt=1, max_attempts=1, started_at=None)
                 return value
             left = None if deadline is None else (deadline - utcnow()).total_seconds()
             if left is not None and left <= 0:
                 error = EventTimeout(f"event {name!r} did not reach run {ex.run_id!r} "
                                      f"within its timeout")
-                ex.fail(name, error, kind="framework", seq=seq, attempt=1, started_at=None)
+                ex.fail(name, error, kind="framework", seq=decision.seq, attempt=1,
+                        started_at=None)
                 raise error
             notes.wait(ex.run_id, token, POLL_SECONDS if left is None else min(left, POLL_SECONDS))
     finally:
         ex.set_status("running")
 
 
-def _body() -> Execution | None:
-    ex = current()
-    return None if ex is None or in_step() is not None else ex
+def _seconds(what: str, value: Any) -> float:
+    if (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)
+            or not 0 <= value <= MAX_SECONDS):
+        raise UsageError(f"{what} must be a number of seconds between 0 and {MAX_SECONDS:.0f} "
+                         f"(a hundred years), not {value!r}")
+    return float(value)
 
 
-def _claim(ex: Execution, name: str) -> int:
-    if not isinstance(name, str) or not name:
-        raise UsageError(f"a durable wait needs a non-empty name, not {name!r}")
-    return ex.claim_name(name)
+def _lookup(ex: Execution, name: str, what: str) -> Decision:
+    return ex.lookup(check_name(f"a durable {what} name", name), what=what)
 
 
-def _begin(ex: Execution, name: str, kind: str, seq: int, until: datetime | None) -> None:
-    with ex.lock:
-        queries.execute(ex.conn, "start_wait", run_id=ex.run_id, generation=ex.generation,
-                        name=name, kind=kind, seq=seq, not_before=until, owner=ex.owner)
+def _resumed_until(decision: Decision) -> datetime | None:
+    """The wake time or deadline stored when this wait began in an earlier execution."""
+    return decision.entry.not_before if decision.entry is not None else None
 
 
-def _sleep_until(ex: Execution, name: str, wake_at) -> None:
-    seq = _claim(ex, name)
-    entry = ex.journal.get(name)
-    if entry is not None and entry.status == "completed":
-        ex.report.replayed.append(name)
+def _sleep_until(ex: Execution, name: str, wake_at: Callable[[], datetime]) -> None:
+    decision = _lookup(ex, name, "sleep")
+    if decision.action == "replay":
         return
-    if entry is not None and entry.not_before is not None:
-        wake = entry.not_before
-    else:
+    wake = _resumed_until(decision)
+    if wake is None:
         wake = wake_at()
-        _begin(ex, name, "sleep", seq, wake)
+        ex.start_wait(name, "sleep", decision.seq, wake)
     ex.set_status("waiting")
     try:
         while (left := (wake - utcnow()).total_seconds()) > 0:
@@ -124,6 +122,5 @@ def _sleep_until(ex: Execution, name: str, wake_at) -> None:
             time.sleep(min(left, 1.0))
     finally:
         ex.set_status("running")
-    ex.complete(name, "sleep", seq, None, code_fp=None, args_fp=None, attempt=1, max_attempts=1,
-                started_at=None)
-    ex.report.executed.append(name)
+    ex.complete(name, "sleep", decision.seq, None, code_fp=None, args_fp=None, attempt=1,
+                max_attempts=1, started_at=None)

@@ -30,18 +30,21 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable
 
-import psycopg
-
 from .. import codec
 from ..config import configure, settings
-from ..errors import PayloadError, StepFailed, StepTimedOut, ZartError
-from ..store import queries
+from ..errors import PayloadError, StepFailed, StepTimedOut, StoreError, UsageError
+from ..frames import format_users_traceback
+from ..store import journal as journal_db
+from ..store import queue as queue_db
+from ..store import runs as runs_db
 from ..store.connection import Store, get_store
 from ..store.notify import WORK_CHANNEL, listener
+from ..store.records import ChildFailure, ChildResult, ChildTask, StoredBody
+from ..store.sql import Connection
 from .execute import HOST, execute_claimed, new_owner
-from .journal import StepContext, _in_step, encode_error, format_traceback, one_line, split_payload, utcnow
-from .model import RetryPolicy
-from .steps import _TimedOut, call_with_timeout
+from .execution import encode_error, one_line, step_scope, utcnow
+from .model import RetryPolicy, StepContext
+from .timeouts import TimedOut, call_with_timeout
 
 POLL_SECONDS = 2.0
 FLUSH_SECONDS = 0.02  # finished results wait at most this long to be committed together
@@ -51,7 +54,7 @@ BATCH_PER_SLOT = 64
 
 @dataclass
 class _Done:
-    row: dict
+    row: ChildTask
     data: bytes | None = None  # the encoded result when the child succeeded
     error: BaseException | None = None
     error_kind: str = "business"
@@ -63,8 +66,8 @@ class _Done:
 class Worker:
     def __init__(self, store: Store, *, concurrency: int = 1, namespace: str | None = None,
                  parent_pid: int | None = None) -> None:
-        if concurrency < 1:
-            raise ZartError(f"worker concurrency must be at least 1, not {concurrency}")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise UsageError(f"worker concurrency must be a whole number >= 1, not {concurrency!r}")
         self.store = store
         self.concurrency = concurrency
         self.namespace = namespace or store.settings.namespace
@@ -85,9 +88,9 @@ class Worker:
         heartbeat.start()
         claim_conn = self.store.connect()
         result_conn = self.store.connect()
-        queries.execute(claim_conn, "set_durability", value="off")  # a lost claim is re-run
-        queued: deque[dict] = deque()
-        running: dict[Future, dict] = {}
+        journal_db.set_durability(claim_conn, synchronous=False)  # a lost claim is re-run
+        queued: deque[ChildTask] = deque()
+        running: dict[Future[_Done], ChildTask] = {}
         finished: list[_Done] = []
         finished_since = 0.0  # when the oldest result not committed yet was ready
         # The work token when a look for work last came back short (the queue drained):
@@ -109,9 +112,8 @@ class Worker:
                     looked = room > 0 and fresh and len(queued) < self.concurrency
                     claimed = []
                     if looked:
-                        claimed = queries.all_rows(
-                            claim_conn, "claim_children", namespace=self.namespace,
-                            worker=self.name, limit=room, lease=self.lease)
+                        claimed = queue_db.claim(claim_conn, namespace=self.namespace,
+                                                 worker=self.name, limit=room, lease=self.lease)
                         queued.extend(claimed)
                     while queued and len(running) < self.concurrency:
                         row = queued.popleft()
@@ -152,7 +154,7 @@ class Worker:
                     self._commit(result_conn, finished)
 
     # -- detached bodies ---------------------------------------------------------
-    def _claim_body(self, conn: psycopg.Connection) -> bool:
+    def _claim_body(self, conn: Connection) -> bool:
         """Start executing a detached run, on a thread of its own, if one is waiting.
 
         Body threads are daemons: a worker that stops abandons its bodies, whose runs
@@ -163,21 +165,21 @@ class Worker:
         if len(self._bodies) >= self.concurrency:
             return False
         owner = new_owner()
-        row = queries.one(conn, "claim_detached_run", owner=owner, host=HOST, pid=os.getpid(),
-                          lease=self.lease, namespace=self.namespace)
+        row = runs_db.claim_detached(conn, owner=owner, host=HOST, pid=os.getpid(),
+                                     lease=self.lease, namespace=self.namespace)
         if row is None:
             return False
         thread = threading.Thread(target=self._run_body, args=(row, owner), daemon=True,
-                                  name=f"zart-body-{row['run_id'][:20]}")
+                                  name=f"zart-body-{row.run_id[:20]}")
         thread.start()
         self._bodies.append(thread)
         return True
 
-    def _run_body(self, row: dict, owner: str) -> None:
+    def _run_body(self, row: StoredBody, owner: str) -> None:
         try:
             execute_claimed(self.store, row, owner)
         except BaseException as exc:  # the run holds the failure; the worker goes on
-            print(f"zart worker {self.name}: run {row['run_id']!r} ended: {one_line(exc)}",
+            print(f"zart worker {self.name}: run {row.run_id!r} ended: {one_line(exc)}",
                   file=sys.stderr)
 
     def _room(self, held: int) -> int:
@@ -192,7 +194,7 @@ class Worker:
         """
         self.stopping.set()
         if self._notes is not None:
-            self._notes._bump(self.namespace)  # (the listener has no public wake-up)
+            self._notes.wake(self.namespace)
 
     def _should_stop(self) -> bool:
         if self.parent_pid is not None and os.getppid() != self.parent_pid:
@@ -200,11 +202,11 @@ class Worker:
         return self.stopping.is_set()
 
     # -- one child ---------------------------------------------------------------
-    def _run_child(self, row: dict) -> _Done:
-        name, attempt = row["name"], row["attempts"]
+    def _run_child(self, row: ChildTask) -> _Done:
+        name, attempt = row.name, row.attempts
         started = time.monotonic()
         try:
-            pickled_fn, args, kwargs = codec.decode(row["task"], what=f"child {name!r}")
+            pickled_fn, args, kwargs = codec.decode(row.task, what=f"child {name!r}")
             fn = self._function(pickled_fn)
         except PayloadError as exc:
             return _Done(row, error=StepFailed(str(exc), step=name, reason="not_loadable"),
@@ -215,17 +217,15 @@ class Worker:
                 f"{one_line(exc)}; install that module on the workers, or send it with "
                 "zart_nb.ship(module) before scheduling", step=name, reason="not_loadable"),
                 error_kind="framework")
-        token = _in_step.set(StepContext(row["run_id"], None, name, attempt))
         try:
-            value = call_with_timeout(fn, args, kwargs, row["timeout_s"])
-        except _TimedOut:
+            with step_scope(StepContext(row.run_id, None, name, attempt)):
+                value = call_with_timeout(fn, args, kwargs, row.timeout_s)
+        except TimedOut:
             return _Done(row, error=StepTimedOut(f"child {name!r} timed out after "
-                                                 f"{row['timeout_s']:g} s", step=name,
+                                                 f"{row.timeout_s:g} s", step=name,
                                                  reason="timed_out"), error_kind="framework")
         except Exception as exc:
             return self._failure(row, exc, time.monotonic() - started)
-        finally:
-            _in_step.reset(token)
         seconds = time.monotonic() - started
         self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * seconds
         try:
@@ -235,8 +235,8 @@ class Worker:
                          error_kind="framework")
         return _Done(row, data=data, seconds=seconds)
 
-    def _next_retry_in(self, conn: psycopg.Connection) -> float:
-        seconds = queries.one(conn, "next_retry_in", namespace=self.namespace)["seconds"]
+    def _next_retry_in(self, conn: Connection) -> float:
+        seconds = queue_db.next_retry_in(conn, self.namespace)
         return POLL_SECONDS if seconds is None else max(0.0, seconds)
 
     def _function(self, pickled: bytes) -> Callable:
@@ -250,11 +250,11 @@ class Worker:
             fn = self._functions[key] = pickle.loads(pickled)
         return fn
 
-    def _failure(self, row: dict, exc: Exception, seconds: float) -> _Done:
-        policy = RetryPolicy(**row["retry"]) if row["retry"] else RetryPolicy()
-        attempt, name = row["attempts"], row["name"]
-        if attempt < row["max_attempts"]:
-            delay = policy.delay_before(max(1, attempt - row["max_attempts"] + policy.max_attempts))
+    def _failure(self, row: ChildTask, exc: Exception, seconds: float) -> _Done:
+        policy = RetryPolicy(**row.retry) if row.retry else RetryPolicy()
+        attempt, name = row.attempts, row.name
+        if attempt < row.max_attempts:
+            delay = policy.delay_before(max(1, attempt - row.max_attempts + policy.max_attempts))
             return _Done(row, error=exc, retry_at=utcnow() + timedelta(seconds=delay), seconds=seconds)
         if policy.retries:
             error = StepFailed(f"child {name!r} failed after {attempt} attempts; last: "
@@ -264,36 +264,22 @@ class Worker:
         return _Done(row, error=exc, seconds=seconds)
 
     # -- committing ---------------------------------------------------------------
-    def _commit(self, conn: psycopg.Connection, finished: list[_Done]) -> None:
-        ok = [d for d in finished if d.error is None]
-        if ok:
-            split = [split_payload(d.data) for d in ok]
-            queries.execute(
-                conn, "complete_children", worker=self.name,
-                run_ids=[d.row["run_id"] for d in ok],
-                generations=[d.row["generation"] for d in ok],
-                names=[d.row["name"] for d in ok],
-                results=[inline for inline, _ in split],
-                hashes=[digest for _, digest in split],
-                sizes=[len(d.data) for d in ok],
-                payload_hashes=[digest for _, digest in split if digest is not None],
-                payload_data=[d.data for d, (_, digest) in zip(ok, split) if digest is not None])
+    def _commit(self, conn: Connection, finished: list[_Done]) -> None:
+        results = [ChildResult(d.row.run_id, d.row.generation, d.row.name, d.data)
+                   for d in finished if d.error is None and d.data is not None]
+        if results:
+            queue_db.complete(conn, self.name, results)
         for d in finished:
             if d.error is not None:
-                queries.execute(
-                    conn, "fail_child", run_id=d.row["run_id"], generation=d.row["generation"],
-                    name=d.row["name"], attempt=d.row["attempts"], worker=self.name,
-                    error=one_line(d.error), error_kind=d.error_kind,
+                queue_db.fail(conn, self.name, ChildFailure(
+                    run_id=d.row.run_id, generation=d.row.generation, name=d.row.name,
+                    attempt=d.row.attempts, error=one_line(d.error), error_kind=d.error_kind,
                     error_payload=encode_error(d.error),
-                    traceback=format_traceback(d.cause or d.error), retry_at=d.retry_at)
+                    traceback=format_users_traceback(d.cause or d.error), retry_at=d.retry_at))
 
-    def _give_back(self, conn: psycopg.Connection, queued: deque) -> None:
+    def _give_back(self, conn: Connection, queued: deque[ChildTask]) -> None:
         if queued:
-            rows = list(queued)
-            queries.execute(conn, "release_children", worker=self.name,
-                            run_ids=[r["run_id"] for r in rows],
-                            generations=[r["generation"] for r in rows],
-                            names=[r["name"] for r in rows])
+            queue_db.release(conn, self.name, list(queued))
             queued.clear()
 
     # -- leases ------------------------------------------------------------------
@@ -301,9 +287,9 @@ class Worker:
         while not self.stopping.wait(self.lease / 3):
             try:
                 with self.store.connection() as conn:
-                    queries.execute(conn, "renew_child_leases", worker=self.name, lease=self.lease)
-                    queries.execute(conn, "requeue_expired_children")
-            except ZartError:
+                    queue_db.renew_leases(conn, self.name, self.lease)
+                    queue_db.requeue_expired(conn)
+            except StoreError:
                 continue  # the database is away; leases are renewed when it is back
 
 

@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import os
 import symtable
 import types
 from dataclasses import dataclass, field
 
-_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @dataclass
@@ -221,28 +219,3 @@ def _mutated(tree: ast.Module) -> set[str]:
                 if isinstance(target, ast.Name):
                     found.add(target.id)
     return found
-
-
-# -- tracebacks without the library's frames ------------------------------------
-
-def without_library_frames(exc: BaseException) -> BaseException:
-    """``exc`` with zart_nb's own frames cut out of its traceback (and its causes')."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        current.__traceback__ = _filter(current.__traceback__)
-        current = current.__cause__ or current.__context__
-    return exc
-
-
-def _filter(tb: types.TracebackType | None) -> types.TracebackType | None:
-    frames = []
-    while tb is not None:
-        if not tb.tb_frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-            frames.append(tb)
-        tb = tb.tb_next
-    result = None
-    for item in reversed(frames):
-        result = types.TracebackType(result, item.tb_frame, item.tb_lasti, item.tb_lineno)
-    return result

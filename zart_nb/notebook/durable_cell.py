@@ -1,42 +1,29 @@
 """``%%zart_durable``: a cell executed as a durable body, in the user's namespace.
 
-The cell goes to the same executor as ``@durable`` (``engine.execute.execute``) with
-``replay_completed=True``: executing a finished cell again replays its steps, so that
-its variables come back in this kernel. When another process owns the run, this
-kernel attaches, waits for it to end, then replays it locally ("ends with the same
-variables"). Ctrl-C releases the run (the journal stays as it was after the last
-committed step) and says how to resume.
+The cell goes to the same engine as ``@durable``, through ``replay``: executing a
+finished cell again replays its steps, so that its variables come back in this kernel.
+When another process owns the run, this kernel attaches, waits for it to end, then
+replays it locally ("ends with the same variables"). Ctrl-C releases the run (the
+journal stays as it was after the last committed step) and says how to resume.
 """
 
 from __future__ import annotations
 
-import re
-import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from .. import codec
-from ..engine.execute import Options, execute
+from ..engine.execute import RunRequest, detach
+from ..engine.execution import Execution, current
+from ..engine.model import OnChange, Options
+from ..engine.runs import Run
+from ..engine.worker import LocalPool
 from ..errors import PayloadError, RunFailed, StoreError, UsageError
-from .cells import CellCode, compile_cell, without_library_frames
-
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|sec|m|min|h|d)?\s*$")
-_UNITS = {None: 1, "ms": 0.001, "s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600, "d": 86400}
-MAX_ATTACH_ROUNDS = 20
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``90s``, ``30m``, ``1.5h``, ``2d``, ``500ms`` or a plain number of seconds."""
-    match = _DURATION.match(text or "")
-    if match is None or float(match.group(1)) <= 0:
-        raise UsageError(f"--timeout {text!r} is not a duration (like 90s, 30m, 1.5h)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def say(message: str) -> None:
-    """One line of the notebook front, on stdout."""
-    print(f"zart: {message}", flush=True)
+from ..frames import without_library_frames
+from ..store.records import RunRow
+from .cells import CellCode, compile_cell
+from .front import CellError, is_hidden, replay_here, say, show_progress
 
 
 class CellBody:
@@ -47,39 +34,28 @@ class CellBody:
     fresh namespace holding those. In the kernel it executes in the user's namespace.
     """
 
-    def __init__(self, python: str, cell: CellCode | None = None, namespace: dict | None = None,
-                 carry: dict | None = None) -> None:
+    def __init__(self, python: str, cell: CellCode | None = None,
+                 namespace: dict[str, Any] | None = None,
+                 carry: dict[str, Any] | None = None) -> None:
         self.python = python
         self.cell = cell
         self.namespace = namespace
         self.carry = carry
-        self.shown: Any = None  # the value shown when the real one could not be stored
-        self.unpicklable: str | None = None
         self.started = False
-        self.execution = None  # the engine's Execution while the body runs
+        self.execution: Execution | None = None  # the engine's execution while the body runs
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[Any, ...]:
         return (CellBody, (self.python, None, None, self.carry))
 
     def __call__(self) -> Any:
-        __tracebackhide__ = True  # noqa: F841
-        from ..engine.journal import current
-
+        __tracebackhide__ = True
         self.started = True
         self.execution = current()
         cell = self.cell or compile_cell(self.python, filename="<zart cell>")
         namespace = self.namespace
         if namespace is None:
             namespace = {"__name__": "__main__", **(self.carry or {})}
-        value = cell.run(namespace)
-        self.shown, self.unpicklable = None, None
-        if value is not None:
-            try:
-                codec.encode(value, what="result")
-            except PayloadError as exc:
-                self.shown, self.unpicklable = value, str(exc)
-                return None
-        return value
+        return cell.run(namespace)
 
 
 @dataclass
@@ -90,45 +66,38 @@ class DurableRequest:
     workers: int | None = None
     timeout: float | None = None
     timeout_text: str | None = None
-    on_change: str = "rerun"
-    on_failure: Callable | None = None
+    on_change: OnChange = "rerun"
+    on_failure: Callable[[Any, BaseException], Any] | None = None
     detach: bool = False
 
 
-def run_durable_cell(shell, source: str, request: DurableRequest) -> Any:
+def run_durable_cell(shell: Any, source: str, request: DurableRequest) -> Any:
     """Execute ``source`` as the body of run ``request.run_id`` (default: the name)."""
-    __tracebackhide__ = True  # noqa: F841
+    __tracebackhide__ = True
     run_id = request.run_id or request.name
-    options = Options(on_change=request.on_change)
     cell = compile_cell(source, shell)
     if request.detach:
-        return _detach(shell, source, cell, request, run_id, options)
+        return _detach(shell, source, cell, request, run_id)
     body = CellBody(cell.python, cell, shell.user_ns)
-    attached: list[dict] = []
+    attached: list[RunRow] = []
 
-    def on_attach(row: dict) -> None:
+    def on_attach(row: RunRow) -> None:
         attached.append(row)
-        started = row.get("started_at")
+        started = row.started_at
         when = f", started {started:%Y-%m-%d %H:%M:%S}" if started is not None else ""
-        say(f"attached to run {run_id!r} owned by {row.get('owner')}{when}; "
+        say(f"attached to run {run_id!r} owned by {row.owner}{when}; "
             "waiting for it to end, then replaying it here")
-        _show_progress(run_id)
+        show_progress(run_id)
 
-    pool = _start_pool(request.workers)
+    def make_request() -> RunRequest:
+        return RunRequest(body, request.name, run_id, options=Options(on_change=request.on_change),
+                          on_failure=request.on_failure, source=lambda: source, resumable=True,
+                          result_optional=True)
+
+    pool = LocalPool(request.workers).start() if request.workers else None
     timer = _Deadline(run_id, request, body) if request.timeout else None
-    restart = request.restart
     try:
-        for _ in range(MAX_ATTACH_ROUNDS):
-            outcome = execute(body, name=request.name, run_id=run_id, options=options,
-                              restart=restart, replay_completed=True, body_source=source,
-                              on_failure=request.on_failure, on_attach=on_attach,
-                              keep_body=True)
-            restart = False
-            if not outcome.attached:
-                break
-        else:
-            raise UsageError(f"run {run_id!r} kept being executed by other processes; "
-                             "try again later")
+        outcome = replay_here(make_request, restart=request.restart, on_attach=on_attach)
     except KeyboardInterrupt:
         if not body.started:
             say(f"stopped waiting for run {run_id!r}; it goes on in its owner")
@@ -157,26 +126,23 @@ def run_durable_cell(shell, source: str, request: DurableRequest) -> Any:
             pool.stop()
     prefix = "attached, then replayed here: " if attached else ""
     say(f"run {run_id!r}: {prefix}{outcome.report.summary()}")
-    if body.unpicklable is not None:
-        say(f"the result ({type(body.shown).__name__}) cannot be stored, so the run's "
-            f"result is None: {body.unpicklable}")
-        return body.shown
+    if outcome.unstored is not None:
+        say(f"the result ({type(outcome.value).__name__}) cannot be stored, so the run's "
+            f"result is None: {outcome.unstored}")
     return outcome.value
 
 
-def _detach(shell, source: str, cell: CellCode, request: DurableRequest, run_id: str,
-            options: Options) -> None:
+def _detach(shell: Any, source: str, cell: CellCode, request: DurableRequest, run_id: str) -> None:
     """Hand the cell to the worker fleet with the values of the names it reads."""
-    from .step_cells import _hidden
-
     ns = shell.user_ns
-    carry = {n: ns[n] for n in cell.reads if n in ns and not _hidden(shell, n)}
+    carry = {n: ns[n] for n in cell.reads if n in ns and not is_hidden(shell, n)}
     body = CellBody(cell.python, None, None, carry)
     if request.workers:
-        _detached_pools.append(_start_pool(request.workers))
+        _detached_pools.append(LocalPool(request.workers).start())
     try:
-        execute(body, name=request.name, run_id=run_id, options=options, restart=request.restart,
-                body_source=source, on_failure=request.on_failure, detach=True)
+        detach(RunRequest(body, request.name, run_id, options=Options(on_change=request.on_change),
+                          on_failure=request.on_failure, source=lambda: source),
+               restart=request.restart)
     except (PayloadError, StoreError) as exc:
         raise CellError(str(exc)) from None
     workers = "" if request.workers else " (start some with %zart_worker start or `zart-nb worker`)"
@@ -184,17 +150,9 @@ def _detach(shell, source: str, cell: CellCode, request: DurableRequest, run_id:
         "and running this cell without --detach once it ended brings its variables here")
     if request.timeout:
         _Deadline(run_id, request)  # cancels the run when its time is up, even detached
-    return None
 
 
-_detached_pools: list = []  # pools started for detached runs live as long as the kernel
-
-
-class CellError(Exception):
-    """An error the notebook front shows as one line, without a traceback."""
-
-    def _render_traceback_(self) -> list[str]:
-        return [f"\x1b[0;31mZartError\x1b[0m: {self}"]
+_detached_pools: list[LocalPool] = []  # pools started for detached runs live as long as the kernel
 
 
 class _Deadline:
@@ -204,13 +162,11 @@ class _Deadline:
         self.run_id = run_id
         self.body = body
         self.fired = False
-        self._timer = threading.Timer(request.timeout, self._fire)
+        self._timer = threading.Timer(request.timeout or 0.0, self._fire)
         self._timer.daemon = True
         self._timer.start()
 
     def _fire(self) -> None:
-        from ..engine.runs import Run
-
         try:
             self.fired = Run(self.run_id).cancel()
         except Exception:  # the run may not exist yet or the database is away
@@ -221,24 +177,3 @@ class _Deadline:
 
     def cancel(self) -> None:
         self._timer.cancel()
-
-
-def _start_pool(size: int | None):
-    if not size:
-        return None
-    try:
-        from ..engine.worker import LocalPool
-    except ImportError:
-        say(f"--workers {size}: the worker pool is not available in this version; ignored")
-        return None
-    return LocalPool(size).start()
-
-
-def _show_progress(run_id: str) -> None:
-    """The run's live progress (a widget in Jupyter, a text line elsewhere); best effort."""
-    try:
-        from .progress import show_for_run
-
-        show_for_run(run_id)
-    except Exception as exc:  # never fail an attach because of the display
-        print(f"(no progress display: {exc})", file=sys.stderr)

@@ -5,23 +5,25 @@ the store opens at the first magic that needs it."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-_loaded: dict[int, object] = {}
+from ..config import settings
+from ..errors import UsageError
+from ..store.dsn import redact
+from ..version import __version__
+from . import progress
+from .magics import ZartMagics
+
+_loaded: dict[int, ZartMagics] = {}
 
 
 def banner() -> str:
     """One line: zart-nb's version and where runs are stored (password redacted)."""
-    from .. import __version__
-    from ..config import settings
-    from ..errors import UsageError
-
     try:
         s = settings()
     except UsageError as exc:
         return f"zart-nb {__version__}: configuration error: {exc}"
     if s.database_url:
-        from ..store.connection import redact
-
         where = redact(s.database_url)
     else:
         home = s.home
@@ -33,10 +35,7 @@ def banner() -> str:
     return f"zart-nb {__version__}: runs are stored in {where} (schema {s.schema})"
 
 
-def load(ipython) -> None:
-    from . import progress
-    from .magics import ZartMagics
-
+def load(ipython: Any) -> None:
     magics = ZartMagics(shell=ipython)
     ipython.register_magics(magics)
     _loaded[id(ipython)] = magics
@@ -44,14 +43,12 @@ def load(ipython) -> None:
     print(banner(), flush=True)
 
 
-def unload(ipython) -> None:
+def unload(ipython: Any) -> None:
     magics = _loaded.pop(id(ipython), None)
     if magics is None:
         return
     magics.stop()
     if not _loaded:
-        from . import progress
-
         progress.unregister()
     table = ipython.magics_manager.magics
     for kind in ("line", "cell"):

@@ -14,16 +14,20 @@ import sys
 import tempfile
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+from jupyter_client.kernelspec import KernelSpecManager
+
+from ..errors import UsageError
+from ..version import __version__
 
 KERNEL_NAME = "zart"
 TEMPLATE = "kernel.template.json"
 LOGOS = ("logo-32x32.png", "logo-64x64.png")
 
 
-def kernel_dict(python: str | None = None) -> dict:
+def kernel_dict(python: str | None = None) -> dict[str, Any]:
     """The kernel.json content for ``python`` (default: this interpreter)."""
-    from .. import __version__
-
     template = (resources.files("zart_nb") / "kernel" / TEMPLATE).read_text()
     spec = json.loads(template)
     spec["argv"] = [python or sys.executable if arg == "{python}" else arg for arg in spec["argv"]]
@@ -50,10 +54,6 @@ def install(user: bool = False, prefix: str | None = None, sys_prefix: bool = Fa
     (``sys.prefix``); ``prefix``: ``PREFIX/share/jupyter/kernels``; none of them: the
     system-wide location (which needs the rights to write there).
     """
-    from jupyter_client.kernelspec import KernelSpecManager
-
-    from ..errors import UsageError
-
     if sum(bool(x) for x in (user, prefix, sys_prefix)) > 1:
         raise UsageError("choose one of --user, --sys-prefix and --prefix")
     if sys_prefix:

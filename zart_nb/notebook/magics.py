@@ -10,8 +10,9 @@ raised while a cell executes (a duplicate step name, a changed step under
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from IPython.core.error import UsageError as IPyUsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
@@ -19,10 +20,18 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Enum
 
-from ..errors import UsageError
-from .durable_cell import CellError, DurableRequest, parse_duration, run_durable_cell, say
-
-ON_CHANGE = ("rerun", "error", "ignore")
+from ..config import settings
+from ..durations import parse_duration
+from ..engine.model import ON_CHANGE_POLICIES as ON_CHANGE
+from ..engine.runs import Run, runs, send_event
+from ..engine.worker import LocalPool
+from ..errors import PayloadError, RunFailed, RunNotFound, StoreError, UsageError
+from ..names import check_name
+from .durable_cell import DurableRequest, run_durable_cell
+from .front import CellError, say, show_progress
+from .resume import resume_request
+from .step_cells import StepRequest, default_run_name, load_run_variables, run_step_cell
+from .tables import bundle
 
 
 def usage_of(func: Callable, cell: bool = False) -> str:
@@ -75,8 +84,6 @@ class ZartMagics(Magics):
         return value
 
     def current_run(self) -> str:
-        from .step_cells import default_run_name
-
         return self.notebook_run or default_run_name(self.shell)
 
     # -- cells ---------------------------------------------------------------
@@ -94,7 +101,7 @@ class ZartMagics(Magics):
     def zart_durable(self, line: str, cell: str):
         """Execute the cell as a durable body: its steps are checkpointed, and executing it
         again (after a restart, or in another notebook) replays them."""
-        __tracebackhide__ = True  # noqa: F841
+        __tracebackhide__ = True
         func = self.zart_durable
         args = self._parse(func, line, cell=True)
         if args.workers is not None and args.workers < 1:
@@ -102,11 +109,11 @@ class ZartMagics(Magics):
         with self._front(func, cell=True, arguments=True):
             request = DurableRequest(
                 name=args.name, run_id=args.run, restart=args.restart, workers=args.workers,
-                timeout=parse_duration(args.timeout) if args.timeout else None,
+                timeout=parse_duration(args.timeout, what="--timeout") if args.timeout else None,
                 timeout_text=args.timeout, on_change=args.on_change or self.default_on_change,
                 on_failure=(self._callable(func, args.on_failure, "--on-failure", True)
                             if args.on_failure else None), detach=args.detach)
-            _check_id(args.run if args.run is not None else args.name)
+            check_name("NAME", args.run if args.run is not None else args.name)
         if not cell.strip():
             raise self._bad(func, "the cell is empty: write the body below the magic line", cell=True)
         with self._front(func, cell=True):
@@ -125,12 +132,9 @@ class ZartMagics(Magics):
             say(f"step cells of this notebook belong to run {self.current_run()!r}")
             return None
         with self._front(func, arguments=True):
-            _check_id(args.name)
+            check_name("NAME", args.name)
         self.notebook_run = args.name
         if args.restart:
-            from ..engine.runs import Run
-            from ..errors import RunNotFound
-
             with self._front(func):
                 try:
                     generation = Run(args.name).restart()
@@ -152,15 +156,13 @@ class ZartMagics(Magics):
         """One checkpoint of the notebook run: the first execution runs the cell and stores
         the variables it binds and its outputs; later ones restore them without running,
         unless the cell's code or the variables it reads changed."""
-        __tracebackhide__ = True  # noqa: F841
-        from .step_cells import StepRequest, run_step_cell
-
+        __tracebackhide__ = True
         func = self.zart_step
         args = self._parse(func, line, cell=True)
         run_id = args.run or self.current_run()
         with self._front(func, cell=True, arguments=True):
-            _check_id(args.name)
-            _check_id(run_id)
+            check_name("NAME", args.name)
+            check_name("--run", run_id)
         if not cell.strip():
             raise self._bad(func, "the cell is empty: write its code below the magic line", cell=True)
         request = StepRequest(name=args.name, run_id=run_id, exclude=[v.strip() for item in args.exclude for v in item.split(",") if v.strip()],
@@ -176,10 +178,6 @@ class ZartMagics(Magics):
     @line_magic
     def zart_runs(self, line: str):
         """A table of runs, newest first: status, steps done/total, owner, started, duration."""
-        from ..engine.runs import runs
-
-        from .tables import bundle
-
         func = self.zart_runs
         args = self._parse(func, line)
         if args.limit < 1:
@@ -195,20 +193,15 @@ class ZartMagics(Magics):
     @line_magic
     def zart_attach(self, line: str):
         """Follow a run started anywhere until it ends; returns its result."""
-        from ..engine.runs import Run
-        from ..errors import RunFailed
-
         func = self.zart_attach
         args = self._parse(func, line)
         with self._front(func, arguments=True), _one_line_store_errors():
-            timeout = parse_duration(args.timeout) if args.timeout else None
+            timeout = parse_duration(args.timeout, what="--timeout") if args.timeout else None
             run = Run(args.id)
             row = run.row()
         say(f"attached to run {args.id!r}: {row['status']}, {row.get('steps_done', 0)}/"
             f"{row.get('steps_total', 0)} steps done" + (f", owned by {row['owner']}" if row.get("owner") else ""))
-        from .durable_cell import _show_progress
-
-        _show_progress(args.id)
+        show_progress(args.id)
         try:
             with _one_line_store_errors():
                 return run.result(timeout)
@@ -225,9 +218,7 @@ class ZartMagics(Magics):
     @line_magic
     def zart_resume(self, line: str):
         """Execute the stored cell of an unfinished run again (from any notebook)."""
-        __tracebackhide__ = True  # noqa: F841
-        from .resume import resume_request
-
+        __tracebackhide__ = True
         func = self.zart_resume
         args = self._parse(func, line)
         with self._front(func, arguments=True), _one_line_store_errors():
@@ -242,8 +233,6 @@ class ZartMagics(Magics):
     @line_magic
     def zart_load(self, line: str):
         """Load the variables that another run's %%zart_step cells stored."""
-        from .step_cells import load_run_variables
-
         func = self.zart_load
         args = self._parse(func, line)
         with self._front(func, arguments=True), _one_line_store_errors():
@@ -259,8 +248,6 @@ class ZartMagics(Magics):
     @line_magic
     def zart_event(self, line: str):
         """Deliver event NAME to run ID; EXPR (the rest of the line) is evaluated here."""
-        from ..engine.runs import send_event
-
         func = self.zart_event
         parts = line.strip().split(None, 2)
         if len(parts) < 2:
@@ -286,17 +273,10 @@ class ZartMagics(Magics):
         """The kernel's local worker pool: processes that execute scheduled steps."""
         func = self.zart_worker
         args = self._parse(func, line)
-        try:
-            from ..engine.worker import LocalPool
-        except ImportError:
-            raise IPyUsageError("the worker pool is not available in this version of zart-nb "
-                                "(zart_nb.engine.worker is missing)") from None
         if args.n is not None and args.n < 1:
             raise self._bad(func, f"-n must be at least 1, not {args.n}")
         with self._front(func), _one_line_store_errors():
             if args.action == "start":
-                from ..config import settings
-
                 size = args.n or settings().workers or 1
                 if self.pool is not None and self.pool.size != size:
                     self.pool.stop()
@@ -329,8 +309,6 @@ class ZartMagics(Magics):
 @contextmanager
 def _one_line_store_errors() -> Iterator[None]:
     """A database that is down: one line, not a traceback."""
-    from ..errors import PayloadError, StoreError
-
     try:
         yield
     except (StoreError, PayloadError) as exc:
@@ -340,10 +318,3 @@ def _one_line_store_errors() -> Iterator[None]:
 def _magic_name(func: Callable, cell: bool) -> str:
     name = getattr(func, "__name__", "zart")
     return ("%%" if cell else "%") + name
-
-
-def _check_id(value: str) -> None:
-    if not value or not value.strip():
-        raise UsageError("NAME must not be empty")
-    if "\x00" in value:
-        raise UsageError(f"{value[:40]!r} contains a NUL character")

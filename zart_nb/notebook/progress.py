@@ -30,7 +30,12 @@ from typing import Any
 
 import anywidget
 import traitlets as t
+from IPython import get_ipython
+from IPython.display import display
 
+from ..engine import hooks
+from ..engine.execution import current
+from ..engine.runs import Run
 from ..errors import RunNotFound, UsageError, ZartError
 from ..store.connection import Store, get_store
 from . import progress_state
@@ -193,11 +198,9 @@ class RunProgress(anywidget.AnyWidget):
         if row is None:
             self.detail = {}
             return
-        self.detail = {"index": index, **{k: _jsonable(v) for k, v in row.items()}}
+        self.detail = {"index": index, **{k: _jsonable(v) for k, v in row.as_dict().items()}}
 
     def _retry(self, name: str) -> None:
-        from ..engine.runs import Run
-
         Run(self.run_id, self._store).retry_step(name)
         self.message = f"child {name!r} is queued again"
         if self.detail.get("name") == name:
@@ -206,8 +209,6 @@ class RunProgress(anywidget.AnyWidget):
         self.refresh()
 
     def _cancel(self) -> None:
-        from ..engine.runs import Run
-
         done = Run(self.run_id, self._store).cancel()
         self.message = "run cancelled" if done else "the run had already ended"
         self.refresh()
@@ -300,20 +301,10 @@ def widget_frontend(shell: Any = None) -> bool:
     widget still gets the text line as the output's ``text/plain``.
     """
     if shell is None:
-        try:
-            from IPython import get_ipython
-        except ImportError:
-            return False
         shell = get_ipython()
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def _shell() -> Any:
-    try:
-        from IPython import get_ipython
-    except ImportError:
-        return None
-    return get_ipython()
 
 
 def show_for_run(run_id: str, *, mode: str | None = None,
@@ -328,7 +319,7 @@ def show_for_run(run_id: str, *, mode: str | None = None,
     """
     if mode not in (None, "widget", "text"):
         raise UsageError(f"progress mode must be 'widget' or 'text', not {mode!r}")
-    shell = _shell()
+    shell = get_ipython()
     if mode is None:
         mode = "widget" if widget_frontend(shell) else "text"
     key = (run_id, getattr(shell, "execution_count", None), mode)
@@ -339,8 +330,6 @@ def show_for_run(run_id: str, *, mode: str | None = None,
     if mode == "widget":
         shown = RunProgress(run_id, replayed_before=replayed_before, start=start, store=store)
         if shell is not None:
-            from IPython.display import display
-
             shown._display = display(shown, display_id=True)
     else:
         shown = TextProgress(run_id, replayed_before=replayed_before, start=start, store=store)
@@ -350,8 +339,6 @@ def show_for_run(run_id: str, *, mode: str | None = None,
 
 def _hook(run_id: str, mode: str | None = None) -> None:
     """The engine's ``show_progress``: a body starts waiting for its children."""
-    from ..engine.journal import current
-
     store = since = start = None
     ex = current()
     if ex is not None and ex.run_id == run_id:
@@ -381,8 +368,6 @@ _registered: dict[str, Any] = {}
 
 def register(ipython: Any = None) -> None:
     """Set the engine's ``show_progress`` hook (idempotent); the extension calls it on load."""
-    from ..engine import hooks
-
     hooks.show_progress = _hook
     if ipython is not None and _registered.get("shell") is not ipython:
         unregister()
@@ -393,8 +378,6 @@ def register(ipython: Any = None) -> None:
 
 def unregister() -> None:
     """Clear the hook and the cell callback set by ``register``."""
-    from ..engine import hooks
-
     if hooks.show_progress is _hook:
         hooks.show_progress = None
     shell = _registered.pop("shell", None)
@@ -403,18 +386,3 @@ def unregister() -> None:
             shell.events.unregister("post_run_cell", _post_run_cell)
         except ValueError:
             pass
-
-
-# -- %zart_runs ------------------------------------------------------------------
-def runs_table_html(rows: list[dict]) -> str:
-    """The rows of ``zart_nb.runs()`` as an HTML table."""
-    from .tables import as_html, rows_of
-
-    return as_html(rows_of(rows))
-
-
-def runs_table_text(rows: list[dict]) -> str:
-    """The rows of ``zart_nb.runs()`` as aligned text."""
-    from .tables import as_text, rows_of
-
-    return as_text(rows_of(rows))

@@ -18,15 +18,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from ..store import queries
+from ..engine.model import TERMINAL_STATUSES as TERMINAL
+from ..store import progress
 from ..store.connection import Store
 from ..store.notify import listener
+from ..store.records import ChildDetail
 from .tables import duration
 
 # One character per child; the order is the order of the counts and of the legend.
 STATES = {"c": "completed", "p": "replayed", "r": "running", "y": "retrying",
           "s": "scheduled", "f": "failed"}
-TERMINAL = ("completed", "failed", "cancelled")
 FAILED_LIMIT = 50  # failed children listed with their errors (the grid shows them all)
 POLL_SECONDS = 2.0  # fallback when a notification is lost
 IDLE_STOP_SECONDS = 60.0  # an ended run whose children stopped moving is not followed longer
@@ -73,21 +74,21 @@ def read(store: Store, run_id: str, *, since: datetime | None,
     time is measured from it rather than from the run's ``started_at``.
     """
     with store.connection() as conn:
-        row = queries.one(conn, "progress_snapshot", run_id=run_id, since=since,
-                          failed_limit=FAILED_LIMIT)
+        row = progress.snapshot(conn, run_id, since=since, failed_limit=FAILED_LIMIT)
     if row is None:
         return None
-    begin = row["started_at"] if start is None else max(start, row["started_at"])
-    end = row["finished_at"] if row["status"] in TERMINAL and row["finished_at"] else row["db_now"]
+    begin = row.started_at
+    if start is not None and begin is not None:
+        begin = max(start, begin)
+    end = row.finished_at if row.status in TERMINAL and row.finished_at else row.db_now
     elapsed = max(0.0, (end - begin).total_seconds()) if begin is not None else 0.0
-    return Snapshot(run_id=row["run_id"], name=row["name"], status=row["status"],
-                    states=row["states"], failed=list(row["failed"] or []), elapsed=elapsed,
-                    error=row["error"])
+    return Snapshot(run_id=row.run_id, name=row.name, status=row.status, states=row.states,
+                    failed=list(row.failed or []), elapsed=elapsed, error=row.error)
 
 
 def db_now(store: Store) -> datetime:
     with store.connection() as conn:
-        return queries.one(conn, "progress_now")["db_now"]
+        return progress.now(conn)
 
 
 def replayed_until(store: Store, run_id: str, names: list[str]) -> datetime | None:
@@ -96,14 +97,13 @@ def replayed_until(store: Store, run_id: str, names: list[str]) -> datetime | No
     if not names:
         return None
     with store.connection() as conn:
-        row = queries.one(conn, "progress_replayed_until", run_id=run_id, names=list(names))
-    last = row["last_finished"] if row else None
+        last = progress.last_finished(conn, run_id, list(names))
     return None if last is None else last + timedelta(microseconds=1)
 
 
-def child_at(store: Store, run_id: str, index: int) -> dict | None:
+def child_at(store: Store, run_id: str, index: int) -> ChildDetail | None:
     with store.connection() as conn:
-        return queries.one(conn, "progress_child_at", run_id=run_id, index=index)
+        return progress.child_at(conn, run_id, index)
 
 
 def text_line(snap: Snapshot, width: int = 24) -> str:

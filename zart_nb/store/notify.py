@@ -43,6 +43,10 @@ class Listener:
     def close(self) -> None:
         self._stopped.set()
 
+    def wake(self, key: str) -> None:
+        """Wake the waiters on ``key`` now, as a notification would (a worker stopping)."""
+        self._bump(key)
+
     def _loop(self) -> None:
         while not self._stopped.is_set():
             try:

@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 
 from ..errors import StoreError
+from .sql import translated
 
 _LOCK_KEY = 0x7A617274  # "zart": serialises migrations across processes
 _NAME = re.compile(r"^(\d{4})_(\w+)\.sql$")
@@ -55,12 +56,18 @@ def applied(conn: psycopg.Connection, schema: str) -> dict[int, str]:
 
 def status(conn: psycopg.Connection, schema: str) -> tuple[int, int]:
     """(applied version, latest version this code knows)."""
-    done = applied(conn, schema)
+    with translated(conn):
+        done = applied(conn, schema)
     return (max(done, default=0), migrations()[-1].version)
 
 
 def migrate(conn: psycopg.Connection, schema: str) -> list[str]:
     """Bring ``schema`` up to date; returns the names of the migrations applied now."""
+    with translated(conn):
+        return _migrate(conn, schema)
+
+
+def _migrate(conn: psycopg.Connection, schema: str) -> list[str]:
     wanted = migrations()
     if _check(applied(conn, schema), wanted):
         return []

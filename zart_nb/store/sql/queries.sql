@@ -1,27 +1,58 @@
--- Every query zart-nb runs, one named block each: "-- name: NAME" then a purpose line.
--- Loaded once by store/queries.py; run with search_path on zart's schema.
+-- Every query zart-nb runs, one named block each: "-- name: NAME", purpose lines, the
+-- query. Loaded once by store/sql.py; the store module of each concern names the blocks
+-- it runs (a test checks that each block is used). Run with search_path on zart's schema.
 
--- name: insert_run
--- Create a run the first time its id is executed; a no-op when it exists.
-INSERT INTO runs (run_id, name, namespace, input, body, body_source, options, status)
-VALUES (%(run_id)s, %(name)s, %(namespace)s, %(input)s, %(body)s, %(body_source)s, %(options)s,
-        %(status)s)
-ON CONFLICT (run_id) DO NOTHING
+-- ============================================================================= runs
+-- name: claim_run
+-- Create a run, or become the owner of one whose owner is gone (none, an expired lease,
+-- or known dead), in one statement. A completed run is claimed only to be replayed
+-- (reopen). No row: the run exists and is busy or ended; the caller reads it.
+INSERT INTO runs AS r (run_id, name, namespace, input, options, status, owner, owner_host,
+                       owner_pid, lease_until, started_at)
+VALUES (%(run_id)s, %(name)s, %(namespace)s, %(input)s, %(options)s, 'running', %(owner)s,
+        %(host)s, %(pid)s, now() + make_interval(secs => %(lease)s), now())
+ON CONFLICT (run_id) DO UPDATE
+SET owner = EXCLUDED.owner, owner_host = EXCLUDED.owner_host, owner_pid = EXCLUDED.owner_pid,
+    lease_until = EXCLUDED.lease_until, status = 'running', error = NULL,
+    error_payload = NULL, finished_at = NULL,
+    started_at = CASE WHEN r.status = 'pending' THEN now() ELSE r.started_at END,
+    updated_at = now()
+WHERE (r.status NOT IN ('completed', 'cancelled') OR (%(reopen)s AND r.status = 'completed'))
+  AND (r.owner IS NULL OR r.owner = %(owner)s OR r.lease_until < now()
+       OR r.owner = %(dead_owner)s)
+RETURNING r.generation, r.options, (r.xmax = 0) AS created
+
+-- name: keep_body
+-- Keep, once, what executes a new run again elsewhere: its pickled body and its source.
+UPDATE runs SET body = %(body)s, body_source = %(body_source)s WHERE run_id = %(run_id)s
 
 -- name: get_run
--- One run with its counts of steps in the current generation.
-SELECT r.*,
-       (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation) AS steps_total,
-       (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation
-           AND s.status = 'completed') AS steps_done,
-       (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation
-           AND s.status = 'failed') AS steps_failed,
-       r.lease_until < now() AS lease_expired
-FROM runs r WHERE r.run_id = %(run_id)s
+-- One run as stored, without its body.
+SELECT run_id, name, namespace, status, generation, input, options, result, result_hash,
+       error, error_payload, owner, owner_host, owner_pid, lease_until < now() AS lease_expired,
+       created_at, started_at, finished_at
+FROM runs WHERE run_id = %(run_id)s
 
--- name: get_run_row
--- One run as stored, without the step counts (executing a body reads only this).
-SELECT * FROM runs WHERE run_id = %(run_id)s
+-- name: get_run_detail
+-- One run as stored, with the counts of steps in its current generation.
+SELECT r.run_id, r.name, r.namespace, r.status, r.generation, r.input, r.options, r.result,
+       r.result_hash, r.error, r.error_payload, r.owner, r.owner_host, r.owner_pid,
+       r.lease_until < now() AS lease_expired, r.created_at, r.started_at, r.finished_at,
+       count(s.name) AS steps_total,
+       count(s.name) FILTER (WHERE s.status = 'completed') AS steps_done,
+       count(s.name) FILTER (WHERE s.status = 'failed') AS steps_failed
+FROM runs r LEFT JOIN steps s ON s.run_id = r.run_id AND s.generation = r.generation
+WHERE r.run_id = %(run_id)s
+GROUP BY r.run_id
+
+-- name: get_run_body
+-- What a worker or another notebook needs to execute a run: body, source, input, options.
+SELECT run_id, name, namespace, status, generation, body, body_source, input, options
+FROM runs WHERE run_id = %(run_id)s
+
+-- name: run_status
+-- The status of one run (a waiting body woken by a change of its run looks for a cancel).
+SELECT status FROM runs WHERE run_id = %(run_id)s
 
 -- name: list_runs
 -- Runs, newest first, optionally filtered by status and durable name.
@@ -29,26 +60,14 @@ SELECT r.run_id, r.name, r.status, r.generation, r.owner, r.created_at, r.starte
        r.finished_at, r.error,
        (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation) AS steps_total,
        (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation
-           AND s.status = 'completed') AS steps_done
+           AND s.status = 'completed') AS steps_done,
+       (SELECT count(*) FROM steps s WHERE s.run_id = r.run_id AND s.generation = r.generation
+           AND s.status = 'failed') AS steps_failed
 FROM runs r
 WHERE (%(status)s::text IS NULL OR r.status = %(status)s)
   AND (%(name)s::text IS NULL OR r.name = %(name)s)
 ORDER BY r.created_at DESC, r.run_id
 LIMIT %(limit)s
-
--- name: claim_run
--- Become the owner of a run whose owner is gone (none, expired lease, or known dead);
--- a completed run only when it is to be replayed (reopen).
-UPDATE runs
-SET owner = %(owner)s, owner_host = %(host)s, owner_pid = %(pid)s,
-    lease_until = now() + make_interval(secs => %(lease)s),
-    status = 'running', error = NULL, error_payload = NULL, finished_at = NULL,
-    started_at = CASE WHEN status = 'pending' THEN now() ELSE started_at END,
-    updated_at = now()
-WHERE run_id = %(run_id)s
-  AND (status NOT IN ('completed', 'cancelled') OR (%(reopen)s AND status = 'completed'))
-  AND (owner IS NULL OR owner = %(owner)s OR lease_until < now() OR owner = %(dead_owner)s)
-RETURNING generation, options
 
 -- name: renew_run_lease
 -- Heartbeat of the body's owner; returns the status so that a cancel is noticed.
@@ -82,6 +101,83 @@ UPDATE runs SET owner = NULL, owner_pid = NULL, lease_until = NULL,
        error = CASE WHEN status IN ('running', 'waiting') THEN %(error)s ELSE error END,
        updated_at = now()
 WHERE run_id = %(run_id)s AND owner = %(owner)s
+
+-- name: cancel_run
+-- Cancel a run that has not ended; its owner notices at its next heartbeat or step.
+UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now(),
+       error = 'cancelled'
+WHERE run_id = %(run_id)s AND status NOT IN ('completed', 'failed', 'cancelled')
+RETURNING run_id
+
+-- name: restart_run
+-- Start a new generation: the old steps stay as history, the next execution starts afresh.
+UPDATE runs SET generation = generation + 1, status = 'pending', result = NULL,
+       inflight_step = NULL, inflight_attempt = NULL,
+       result_hash = NULL, error = NULL, error_payload = NULL, finished_at = NULL,
+       owner = NULL, owner_pid = NULL, lease_until = NULL, updated_at = now()
+WHERE run_id = %(run_id)s AND (owner IS NULL OR lease_until < now())
+RETURNING generation
+
+-- name: lock_idle_run
+-- Lock a run for a change of its journal (rerun, retry_step), unless a live process owns it.
+-- No row: there is no such run, or it is being executed.
+SELECT generation, owner IS NOT NULL AND lease_until >= now() AS busy
+FROM runs WHERE run_id = %(run_id)s
+FOR UPDATE
+
+-- name: forget_steps
+-- Drop named steps of the current generation (kept in step_attempts) so that they run again.
+WITH gone AS (
+    DELETE FROM steps s USING runs r
+    WHERE r.run_id = %(run_id)s AND s.run_id = r.run_id AND s.generation = r.generation
+      AND s.name = ANY(%(names)s)
+    RETURNING s.run_id, s.generation, s.name, s.attempts, s.status, s.error, s.worker,
+              s.started_at
+), kept AS (
+    INSERT INTO step_attempts (run_id, generation, name, attempt, status, error, worker, started_at)
+    SELECT run_id, generation, name, attempts, 'superseded:' || status, error, worker, started_at
+    FROM gone
+    ON CONFLICT DO NOTHING
+)
+SELECT name FROM gone
+
+-- name: reopen_run
+-- A run whose steps were reset goes back to pending, to be executed again.
+UPDATE runs SET status = 'pending', result = NULL, result_hash = NULL, error = NULL,
+       error_payload = NULL, finished_at = NULL, updated_at = now()
+WHERE run_id = %(run_id)s AND status IN ('completed', 'failed', 'cancelled')
+
+-- name: detach_run
+-- Hand a run to the worker fleet, creating it if needed: it waits, pending, for a worker to
+-- execute its stored body. No row: it is completed or a live process executes it.
+INSERT INTO runs AS r (run_id, name, namespace, input, body, body_source, options, status)
+VALUES (%(run_id)s, %(name)s, %(namespace)s, %(input)s, %(body)s, %(body_source)s,
+        %(options)s::jsonb || '{"detach": true}'::jsonb, 'pending')
+ON CONFLICT (run_id) DO UPDATE
+SET status = 'pending', body = EXCLUDED.body, input = EXCLUDED.input,
+    body_source = coalesce(EXCLUDED.body_source, r.body_source),
+    options = r.options || '{"detach": true}'::jsonb, error = NULL, error_payload = NULL,
+    finished_at = NULL, updated_at = now()
+WHERE r.status <> 'completed' AND (r.owner IS NULL OR r.lease_until < now())
+RETURNING run_id
+
+-- name: claim_detached_run
+-- A worker takes a detached run that is pending, or whose executing worker died.
+UPDATE runs
+SET owner = %(owner)s, owner_host = %(host)s, owner_pid = %(pid)s,
+    lease_until = now() + make_interval(secs => %(lease)s), status = 'running',
+    started_at = CASE WHEN status = 'pending' THEN now() ELSE started_at END, updated_at = now()
+WHERE run_id = (
+    SELECT run_id FROM runs
+    WHERE namespace = %(namespace)s AND options @> '{"detach": true}'::jsonb
+      AND (status = 'pending' OR (status IN ('running', 'waiting') AND lease_until < now()))
+    ORDER BY created_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING run_id, name, namespace, status, generation, body, body_source, input, options
+
+-- ========================================================================== journal
 
 -- name: load_journal
 -- A run's whole journal in one query; large results stay in payloads until asked for.
@@ -152,88 +248,50 @@ VALUES (%(run_id)s, %(generation)s, %(name)s, %(attempt)s, %(status)s, %(error)s
         %(started_at)s)
 ON CONFLICT DO NOTHING
 
--- name: step_attempts
--- The attempt history of one step.
-SELECT attempt, status, error, worker, started_at, finished_at
-FROM step_attempts
-WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
-ORDER BY attempt
-
--- name: list_steps
--- The steps of one generation of a run, in execution order.
-SELECT name, kind, status, seq, attempts, max_attempts, error, error_kind, traceback, worker,
-       result_size, created_at, started_at, finished_at, not_before,
-       result_hash IS NOT NULL AS out_of_line
-FROM steps WHERE run_id = %(run_id)s AND generation = %(generation)s
-ORDER BY seq NULLS LAST, created_at, name
+-- name: start_wait
+-- A sleep or an event wait begins: its wake time or deadline is stored, so that a
+-- restarted body waits only for the remainder.
+INSERT INTO steps (run_id, generation, name, kind, status, seq, not_before, attempts, started_at)
+SELECT %(run_id)s, %(generation)s, %(name)s, %(kind)s, 'running', %(seq)s,
+       %(not_before)s::timestamptz, 1, now()
+WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
+              AND status IN ('running', 'waiting'))
+ON CONFLICT (run_id, generation, name) DO NOTHING
 
 -- name: get_step
--- One step's stored outcome.
-SELECT name, kind, status, result, result_hash, error, error_kind, error_payload, traceback,
-       attempts
-FROM steps WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+-- One step's stored outcome, in the run's current generation.
+SELECT s.name, s.kind, s.status, s.result, s.result_hash, s.error, s.error_kind,
+       s.error_payload, s.traceback, s.attempts
+FROM steps s JOIN runs r ON s.run_id = r.run_id AND s.generation = r.generation
+WHERE r.run_id = %(run_id)s AND s.name = %(name)s
 
--- name: get_payload
--- A large result, by its content hash.
-SELECT data FROM payloads WHERE hash = %(hash)s
+-- name: list_steps
+-- The steps of a run's current generation, in execution order.
+SELECT s.name, s.kind, s.status, s.seq, s.attempts, s.max_attempts, s.error, s.error_kind,
+       s.traceback, s.worker, s.result_size, s.created_at, s.started_at, s.finished_at,
+       s.not_before, s.result_hash IS NOT NULL AS out_of_line
+FROM steps s JOIN runs r ON s.run_id = r.run_id AND s.generation = r.generation
+WHERE r.run_id = %(run_id)s
+ORDER BY s.seq NULLS LAST, s.created_at, s.name
 
--- name: cancel_run
--- Cancel a run that has not ended; its owner notices at its next heartbeat or step.
-UPDATE runs SET status = 'cancelled', finished_at = now(), updated_at = now(),
-       error = 'cancelled'
-WHERE run_id = %(run_id)s AND status NOT IN ('completed', 'failed', 'cancelled')
-RETURNING run_id
-
--- name: restart_run
--- Start a new generation: the old steps stay as history, the next execution starts afresh.
-UPDATE runs SET generation = generation + 1, status = 'pending', result = NULL,
-       inflight_step = NULL, inflight_attempt = NULL,
-       result_hash = NULL, error = NULL, error_payload = NULL, finished_at = NULL,
-       owner = NULL, owner_pid = NULL, lease_until = NULL, updated_at = now()
-WHERE run_id = %(run_id)s AND (owner IS NULL OR lease_until < now())
-RETURNING generation
-
--- name: forget_steps
--- Drop named steps of the current generation (kept in step_attempts) so that they run again.
-WITH gone AS (
-    DELETE FROM steps s USING runs r
-    WHERE r.run_id = %(run_id)s AND s.run_id = r.run_id AND s.generation = r.generation
-      AND s.name = ANY(%(names)s)
-    RETURNING s.run_id, s.generation, s.name, s.attempts, s.status, s.error, s.worker,
-              s.started_at
-), kept AS (
-    INSERT INTO step_attempts (run_id, generation, name, attempt, status, error, worker, started_at)
-    SELECT run_id, generation, name, attempts, 'superseded:' || status, error, worker, started_at
-    FROM gone
-    ON CONFLICT DO NOTHING
-)
-SELECT name FROM gone
-
--- name: reopen_run
--- A run whose steps were reset goes back to pending, to be executed again.
-UPDATE runs SET status = 'pending', result = NULL, result_hash = NULL, error = NULL,
-       error_payload = NULL, finished_at = NULL, updated_at = now()
-WHERE run_id = %(run_id)s AND status IN ('completed', 'failed', 'cancelled')
-
--- name: insert_event
--- Deliver an event; the first one for a (run, name) wins.
-INSERT INTO events (run_id, name, payload) VALUES (%(run_id)s, %(name)s, %(payload)s)
-
--- name: get_event
--- An event's payload, if it was sent.
-SELECT payload FROM events WHERE run_id = %(run_id)s AND name = %(name)s
+-- name: step_attempts
+-- The attempt history of a run's current generation: of one step, or of all (name NULL).
+SELECT a.name, a.attempt, a.status, a.error, a.worker, a.started_at, a.finished_at
+FROM step_attempts a JOIN runs r ON a.run_id = r.run_id AND a.generation = r.generation
+WHERE r.run_id = %(run_id)s AND (%(name)s::text IS NULL OR a.name = %(name)s)
+ORDER BY a.name, a.attempt
 
 -- name: set_durability
 -- Commit durability of this session: 'on' waits for the WAL flush, 'off' does not.
 SELECT set_config('synchronous_commit', %(value)s, false)
 
--- name: retry_child
--- Put a failed child back in the queue with one more attempt allowed.
-UPDATE steps SET status = 'scheduled', not_before = NULL, max_attempts = attempts + 1,
-       error = NULL, error_kind = NULL, error_payload = NULL, traceback = NULL,
-       lease_until = NULL, worker = NULL, finished_at = NULL
-WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
-  AND status = 'failed'
+-- ========================================================================= payloads
+
+-- name: get_payload
+-- A large result, by its content hash.
+SELECT data FROM payloads WHERE hash = %(hash)s
+
+-- ============================================================================ queue
 
 -- name: insert_children
 -- Queue a batch of children in one statement (arrays in binary); re-queues ones that
@@ -355,22 +413,86 @@ FROM expired
 WHERE s.run_id = expired.run_id AND s.generation = expired.generation AND s.name = expired.name
 RETURNING s.run_id, s.name, s.status
 
--- name: start_wait
--- A sleep or an event wait begins: its wake time or deadline is stored, so that a
--- restarted body waits only for the remainder.
-INSERT INTO steps (run_id, generation, name, kind, status, seq, not_before, attempts, started_at)
-SELECT %(run_id)s, %(generation)s, %(name)s, %(kind)s, 'running', %(seq)s,
-       %(not_before)s::timestamptz, 1, now()
-WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
-              AND status IN ('running', 'waiting'))
-ON CONFLICT (run_id, generation, name) DO NOTHING
+-- name: next_retry_in
+-- Seconds until the earliest delayed child of a namespace is ready (NULL: none), so
+-- that an idle worker wakes for a retry sooner than its slow poll.
+SELECT extract(epoch FROM min(not_before) - now())::float8 AS seconds
+FROM steps
+WHERE kind = 'child' AND status = 'scheduled' AND namespace = %(namespace)s
+  AND not_before > now()
 
--- name: cli_run_attempts
--- The attempt history of every step of one generation of a run (zart-nb runs show).
-SELECT name, attempt, status, error, worker, started_at, finished_at
-FROM step_attempts
-WHERE run_id = %(run_id)s AND generation = %(generation)s
-ORDER BY name, attempt
+-- name: retry_child
+-- Put a failed child back in the queue with one more attempt allowed.
+UPDATE steps SET status = 'scheduled', not_before = NULL, max_attempts = attempts + 1,
+       error = NULL, error_kind = NULL, error_payload = NULL, traceback = NULL,
+       lease_until = NULL, worker = NULL, finished_at = NULL
+WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+  AND status = 'failed'
+
+-- =========================================================================== events
+
+-- name: insert_event
+-- Deliver an event; the first one for a (run, name) wins.
+INSERT INTO events (run_id, name, payload) VALUES (%(run_id)s, %(name)s, %(payload)s)
+
+-- name: get_event
+-- An event's payload, if it was sent.
+SELECT payload FROM events WHERE run_id = %(run_id)s AND name = %(name)s
+
+-- ========================================================================= progress
+
+-- name: progress_snapshot
+-- A progress widget's whole view of a run in one statement: the run, one character per
+-- child in schedule order (s scheduled, y retrying, r running, c completed, p replayed:
+-- completed before %(since)s, f failed) and the first failed children with their errors.
+WITH r AS (
+    SELECT run_id, name, status, generation, started_at, finished_at, error, now() AS db_now
+    FROM runs WHERE run_id = %(run_id)s
+), c AS (
+    SELECT s.name, s.error, s.attempts,
+           row_number() OVER (ORDER BY s.seq NULLS LAST, s.name) - 1 AS idx,
+           CASE WHEN s.status = 'completed'
+                     AND s.finished_at < coalesce(%(since)s::timestamptz, '-infinity') THEN 'p'
+                WHEN s.status = 'completed' THEN 'c'
+                WHEN s.status = 'failed' THEN 'f'
+                WHEN s.status = 'running' THEN 'r'
+                WHEN s.attempts > 0 OR s.not_before IS NOT NULL THEN 'y'
+                ELSE 's' END AS state
+    FROM steps s JOIN r ON s.run_id = r.run_id AND s.generation = r.generation
+    WHERE s.kind = 'child'
+)
+SELECT r.*,
+       (SELECT coalesce(string_agg(c.state, '' ORDER BY c.idx), '') FROM c) AS states,
+       (SELECT coalesce(json_agg(json_build_object('index', f.idx, 'name', f.name,
+                                                   'error', f.error, 'attempts', f.attempts)
+                                 ORDER BY f.idx), '[]'::json)
+        FROM (SELECT * FROM c WHERE c.state = 'f' ORDER BY c.idx LIMIT %(failed_limit)s) f)
+           AS failed
+FROM r
+
+-- name: progress_child_at
+-- The child at a position of the progress grid (schedule order), with its error and
+-- traceback, for the widget's detail panel.
+SELECT s.name, s.status, s.attempts, s.max_attempts, s.error, s.error_kind, s.traceback,
+       s.worker, s.not_before, s.started_at, s.finished_at
+FROM steps s JOIN runs r ON s.run_id = r.run_id AND s.generation = r.generation
+WHERE r.run_id = %(run_id)s AND s.kind = 'child'
+ORDER BY s.seq NULLS LAST, s.name
+OFFSET %(index)s LIMIT 1
+
+-- name: progress_replayed_until
+-- When the last of the named children (replayed by the execution that shows the widget)
+-- completed: children completed after it were completed by that execution.
+SELECT max(s.finished_at) AS last_finished
+FROM steps s JOIN runs r ON s.run_id = r.run_id AND s.generation = r.generation
+WHERE r.run_id = %(run_id)s AND s.kind = 'child' AND s.status = 'completed'
+  AND s.name = ANY(%(names)s)
+
+-- name: progress_now
+-- The database's clock: the widget measures "replayed" and elapsed time on it.
+SELECT now() AS db_now
+
+-- =============================================================================== gc
 
 -- name: gc_preview
 -- What gc would remove: ended runs older than the cutoff, their steps, and the payloads
@@ -450,90 +572,3 @@ WITH orphans AS (
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM payloads p USING orphans o WHERE p.hash = o.hash
-
--- name: detach_run
--- Hand a run to the worker fleet: it waits, pending, for a worker to execute its body.
-UPDATE runs SET status = 'pending', body = %(body)s, input = %(input)s,
-       options = options || '{"detach": true}'::jsonb, error = NULL, error_payload = NULL,
-       finished_at = NULL, updated_at = now()
-WHERE run_id = %(run_id)s AND status <> 'completed' AND (owner IS NULL OR lease_until < now())
-RETURNING run_id
-
--- name: claim_detached_run
--- A worker takes a detached run that is pending, or whose executing worker died.
-UPDATE runs
-SET owner = %(owner)s, owner_host = %(host)s, owner_pid = %(pid)s,
-    lease_until = now() + make_interval(secs => %(lease)s), status = 'running',
-    started_at = CASE WHEN status = 'pending' THEN now() ELSE started_at END, updated_at = now()
-WHERE run_id = (
-    SELECT run_id FROM runs
-    WHERE namespace = %(namespace)s AND options @> '{"detach": true}'::jsonb
-      AND (status = 'pending' OR (status IN ('running', 'waiting') AND lease_until < now()))
-    ORDER BY created_at
-    LIMIT 1
-    FOR UPDATE SKIP LOCKED
-)
-RETURNING run_id, name, namespace, generation, body, input, options
-
--- name: progress_snapshot
--- A progress widget's whole view of a run in one statement: the run, one character per
--- child in schedule order (s scheduled, y retrying, r running, c completed, p replayed:
--- completed before %(since)s, f failed) and the first failed children with their errors.
-WITH r AS (
-    SELECT run_id, name, status, generation, started_at, finished_at, error, now() AS db_now
-    FROM runs WHERE run_id = %(run_id)s
-), c AS (
-    SELECT s.name, s.error, s.attempts,
-           row_number() OVER (ORDER BY s.seq NULLS LAST, s.name) - 1 AS idx,
-           CASE WHEN s.status = 'completed'
-                     AND s.finished_at < coalesce(%(since)s::timestamptz, '-infinity') THEN 'p'
-                WHEN s.status = 'completed' THEN 'c'
-                WHEN s.status = 'failed' THEN 'f'
-                WHEN s.status = 'running' THEN 'r'
-                WHEN s.attempts > 0 OR s.not_before IS NOT NULL THEN 'y'
-                ELSE 's' END AS state
-    FROM steps s JOIN r ON s.run_id = r.run_id AND s.generation = r.generation
-    WHERE s.kind = 'child'
-)
-SELECT r.*,
-       (SELECT coalesce(string_agg(c.state, '' ORDER BY c.idx), '') FROM c) AS states,
-       (SELECT coalesce(json_agg(json_build_object('index', f.idx, 'name', f.name,
-                                                   'error', f.error, 'attempts', f.attempts)
-                                 ORDER BY f.idx), '[]'::json)
-        FROM (SELECT * FROM c WHERE c.state = 'f' ORDER BY c.idx LIMIT %(failed_limit)s) f)
-           AS failed
-FROM r
-
--- name: progress_child_at
--- The child at a position of the progress grid (schedule order), with its error and
--- traceback, for the widget's detail panel.
-SELECT s.name, s.status, s.attempts, s.max_attempts, s.error, s.error_kind, s.traceback,
-       s.worker, s.not_before, s.started_at, s.finished_at
-FROM steps s JOIN runs r ON s.run_id = r.run_id AND s.generation = r.generation
-WHERE r.run_id = %(run_id)s AND s.kind = 'child'
-ORDER BY s.seq NULLS LAST, s.name
-OFFSET %(index)s LIMIT 1
-
--- name: progress_replayed_until
--- When the last of the named children (replayed by the execution that shows the widget)
--- completed: children completed after it were completed by that execution.
-SELECT max(s.finished_at) AS last_finished
-FROM steps s JOIN runs r ON s.run_id = r.run_id AND s.generation = r.generation
-WHERE r.run_id = %(run_id)s AND s.kind = 'child' AND s.status = 'completed'
-  AND s.name = ANY(%(names)s)
-
--- name: progress_now
--- The database's clock: the widget measures "replayed" and elapsed time on it.
-SELECT now() AS db_now
-
--- name: next_retry_in
--- Seconds until the earliest delayed child of a namespace is ready (NULL: none), so
--- that an idle worker wakes for a retry sooner than its slow poll.
-SELECT extract(epoch FROM min(not_before) - now())::float8 AS seconds
-FROM steps
-WHERE kind = 'child' AND status = 'scheduled' AND namespace = %(namespace)s
-  AND not_before > now()
-
--- name: run_status
--- The status of one run (a waiting body woken by a change of its run looks for a cancel).
-SELECT status FROM runs WHERE run_id = %(run_id)s

@@ -1,0 +1,311 @@
+"""One execution of a body: its journal, the replay decision, and its writes.
+
+An ``Execution`` is what a running body sees through a ``ContextVar``: who owns the run
+(every journal write is fenced by that ``Owner``), its journal (loaded in one query when
+the body starts, results still pickled), the names used so far (a name used twice is an
+error naming both call sites), and a report of what was replayed and executed.
+
+``Execution.lookup`` is the one replay decision: steps, children, step cells, captures
+and waits all ask it what to do with a name, and it records the answer in the report.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from .. import codec
+from ..errors import CodeChanged, DuplicateStepName, PayloadError, StoreError, Suspend, ZartError
+from ..frames import call_site, format_users_traceback
+from ..names import check_name
+from ..store import journal as journal_db
+from ..store import payloads
+from ..store import runs as runs_db
+from ..store.connection import Store
+from ..store.records import JournalEntry, Owner, StepFailure
+from ..store.sql import Connection
+from .leases import InflightWatch
+from .model import OnChange, Report, StepContext
+
+_current: ContextVar[Execution | None] = ContextVar("zart_execution", default=None)
+_in_step: ContextVar[StepContext | None] = ContextVar("zart_step", default=None)
+
+
+def current() -> Execution | None:
+    """The execution whose body is running in this context (steps included)."""
+    return _current.get()
+
+
+def in_step() -> StepContext | None:
+    """Where the calling code runs when it runs inside a step or a child, else None."""
+    return _in_step.get()
+
+
+def body_execution() -> Execution | None:
+    """The execution when called from its body itself; None outside a body, and inside a
+    step (a step's own calls are plain calls: they are part of that step)."""
+    ex = _current.get()
+    return None if ex is None or _in_step.get() is not None else ex
+
+
+@contextmanager
+def executing(ex: Execution) -> Iterator[Execution]:
+    """Make ``ex`` the current execution for the block."""
+    token = _current.set(ex)
+    try:
+        yield ex
+    finally:
+        _current.reset(token)
+
+
+@contextmanager
+def step_scope(where: StepContext) -> Iterator[None]:
+    """Code in the block runs inside the step ``where`` (``context()`` tells it)."""
+    token = _in_step.set(where)
+    try:
+        yield
+    finally:
+        _in_step.reset(token)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What an execution does with one named step.
+
+    ``replay``: the stored outcome stands (``entry`` holds it). ``run``: execute it as
+    ``attempt`` (``changed`` says "code"/"arguments" when it ran before and changed).
+    ``pending``: a child queued or running already, not to be queued twice.
+    """
+
+    action: Literal["replay", "run", "pending"]
+    seq: int
+    entry: JournalEntry | None
+    attempt: int
+    changed: str | None = None
+
+
+class Execution:
+    """One execution of a body for a run, owning the run while it lasts."""
+
+    def __init__(self, store: Store, conn: Connection, who: Owner, *, name: str,
+                 on_change: OnChange, namespace: str) -> None:
+        self.store = store
+        self.conn = conn
+        self.who = who
+        self.name = name
+        self.on_change = on_change
+        self.namespace = namespace
+        self.report = Report()
+        self.journal: dict[str, JournalEntry] = {}
+        self.used: dict[str, tuple[str, int]] = {}  # name -> (file, line) of its call
+        self.seq = 0
+        self.stop_reason: str | None = None  # set by the heartbeat: cancelled, lease lost
+        self.inflight: tuple[str, int, float] | None = None  # (step, attempt, since)
+        self.watch: InflightWatch | None = None
+        self.children: Any = None  # fanout's buffer of children, once the body schedules
+        self.progress_shown = False
+        self.lock = threading.Lock()  # the body connection, shared with helper threads
+
+    @property
+    def run_id(self) -> str:
+        return self.who.run_id
+
+    @property
+    def generation(self) -> int:
+        return self.who.generation
+
+    @property
+    def owner(self) -> str:
+        return self.who.owner
+
+    def load(self) -> None:
+        entries = journal_db.load(self.conn, self.run_id, self.generation)
+        self.journal = {entry.name: entry for entry in entries}
+
+    # -- the replay decision ---------------------------------------------------
+    def lookup(self, name: str, code_fp: bytes | None = None, args_fp: bytes | None = None, *,
+               what: str = "step", inputs: str = "arguments") -> Decision:
+        """Claim ``name`` for this execution and decide: replay, run, or leave pending.
+
+        A completed step whose code or ``inputs`` changed runs again under the run's
+        ``on_change="rerun"``, is replayed under ``"ignore"``, and raises CodeChanged
+        under ``"error"``. A failed step, or one in flight when its process died, runs
+        again with its attempts counted on.
+        """
+        seq = self.claim_name(name)
+        entry = self.journal.get(name)
+        if entry is None:
+            self.report.executed.append(name)
+            return Decision("run", seq, None, 1)
+        if entry.status == "completed":
+            changed = _change(entry, code_fp, args_fp, inputs)
+            if changed is None or self.on_change == "ignore":
+                self.report.replayed.append(name)
+                return Decision("replay", seq, entry, entry.attempts)
+            if self.on_change == "error":
+                raise CodeChanged(f"{what} {name!r} of run {self.run_id!r}: its {changed} "
+                                  "changed since it completed (on_change='error'); rerun it, "
+                                  "or use on_change='rerun' or 'ignore'")
+            self.report.changed.append(name)
+            return Decision("run", seq, entry, entry.attempts + 1, changed)
+        if entry.kind == "child" and entry.status in ("scheduled", "running"):
+            return Decision("pending", seq, entry, entry.attempts)
+        self.report.retried.append(name)
+        self.report.executed.append(name)
+        return Decision("run", seq, entry, entry.attempts + 1)
+
+    def claim_name(self, name: str) -> int:
+        """Register one use of ``name`` in this execution; returns its sequence number."""
+        self.check_live()
+        check_name("step name", name)
+        site = call_site()
+        first = self.used.get(name)
+        if first is not None:
+            raise DuplicateStepName(
+                f"step name {name!r} is used twice in one execution of run {self.run_id!r}: "
+                f"first at {first[0]}:{first[1]}, again at {site[0]}:{site[1]}; give each "
+                "call its own name (a {param} template or .named())")
+        self.used[name] = site
+        self.seq += 1
+        return self.seq
+
+    # -- the run's state ---------------------------------------------------------
+    def set_status(self, status: str) -> None:
+        """``waiting`` while the body waits (children, sleep, event), else ``running``."""
+        self._write(None, runs_db.set_status, self.run_id, self.owner, status)
+
+    def look_for_cancel(self) -> None:
+        """Read the run's status now (a waiting body woken by a change of its run)."""
+        with self.lock:
+            status = runs_db.status(self.conn, self.run_id)
+        if status == "cancelled":
+            self.stop_reason = "cancelled"
+
+    def check_live(self) -> None:
+        if self.stop_reason is not None:
+            raise Suspend(self.stop_reason)
+
+    # -- reading the journal -------------------------------------------------------
+    def value(self, entry: JournalEntry) -> Any:
+        """The stored result of a completed entry, unpickled now."""
+        return self.stored_value(entry.result, entry.result_hash, f"result of step {entry.name!r}")
+
+    def stored_value(self, inline: bytes | None, digest: bytes | None, what: str) -> Any:
+        if digest is not None:
+            with self.lock:
+                inline = payloads.read(self.conn, digest)
+            if inline is None:
+                raise PayloadError(f"{what}: payload {digest.hex()} of run {self.run_id!r} is missing")
+        if inline is None:
+            raise PayloadError(f"{what}: nothing was stored")
+        try:
+            return codec.decode(inline, what=what)
+        except PayloadError as exc:
+            raise PayloadError(str(exc)) from None  # named above; no driver frames
+
+    # -- writing the journal ---------------------------------------------------------
+    def begin(self, name: str, attempt: int) -> None:
+        """Note that ``name`` is in flight (a watch thread writes it down if it lasts)."""
+        if self.watch is None:
+            self.watch = InflightWatch(self.store, self).start()
+        self.inflight = (name, attempt, time.monotonic())
+
+    def ended(self) -> None:
+        self.inflight = None
+
+    def close(self) -> None:
+        if self.watch is not None:
+            self.watch.stop()
+
+    def complete(self, name: str, kind: str, seq: int, value: Any, *, code_fp: bytes | None,
+                 args_fp: bytes | None, attempt: int, max_attempts: int,
+                 started_at: datetime | None) -> None:
+        """Commit ``value`` as the step's result (raises PayloadError when it won't pickle)."""
+        placed = payloads.place(codec.encode(value, what="result", owner=f"step {name!r}"))
+        written = self._write(name, journal_db.complete, self.who, name=name, kind=kind, seq=seq,
+                              code_fp=code_fp, args_fp=args_fp, value=placed, attempt=attempt,
+                              max_attempts=max_attempts, started_at=started_at)
+        if not written:
+            raise Suspend(f"run {self.run_id!r} is no longer owned by this process")
+
+    def fail(self, name: str, error: BaseException, *, kind: str, seq: int | None, attempt: int,
+             started_at: datetime | None, code_fp: bytes | None = None,
+             args_fp: bytes | None = None, cause: BaseException | None = None) -> None:
+        """Store a failed step with its pickled exception and the traceback of ``cause``."""
+        failure = StepFailure(name=name, kind="step", seq=seq, attempt=attempt,
+                              error=one_line(error), error_kind=kind,
+                              error_payload=encode_error(error),
+                              traceback=format_users_traceback(cause or error),
+                              started_at=started_at, code_fp=code_fp, args_fp=args_fp)
+        self._write(name, journal_db.fail, self.who, failure)
+
+    def record_attempt(self, name: str, attempt: int, error: BaseException,
+                       started_at: datetime | None) -> None:
+        self._write(name, journal_db.record_attempt, self.who, name=name, attempt=attempt,
+                    error=one_line(error), started_at=started_at)
+
+    def start_wait(self, name: str, kind: str, seq: int, until: datetime | None) -> None:
+        """A sleep or an event wait begins: its wake time or deadline is stored."""
+        self._write(name, journal_db.start_wait, self.who, name=name, kind=kind, seq=seq,
+                    until=until)
+
+    def _write(self, step: str | None, write: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a store write on the body's connection; a lost database names the run and
+        the step being written."""
+        try:
+            with self.lock:
+                return write(self.conn, *args, **kwargs)
+        except StoreError as exc:
+            where = f" while writing step {step!r}" if step is not None else ""
+            raise StoreError(f"run {self.run_id!r}{where}: {exc}",
+                             sqlstate=exc.sqlstate) from exc.__cause__
+
+
+def _change(entry: JournalEntry, code_fp: bytes | None, args_fp: bytes | None,
+            inputs: str) -> str | None:
+    """What changed since ``entry`` was recorded: "code", ``inputs``, or None."""
+    if entry.code_fp is not None and code_fp is not None and entry.code_fp != code_fp:
+        return "code"
+    if entry.args_fp is not None and args_fp is not None and entry.args_fp != args_fp:
+        return inputs
+    return None
+
+
+def one_line(error: BaseException) -> str:
+    """``TypeName: first line of the message``."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0]}" if text else type(error).__name__
+
+
+def encode_error(error: BaseException) -> bytes:
+    """The pickled exception; without its cause if that won't pickle; else its text as a
+    ZartError. The user's exception object is left as it is."""
+    try:
+        return codec.encode(error, what="error")
+    except PayloadError:
+        pass
+    if error.__cause__ is not None:
+        try:
+            return codec.encode(_without_cause(error), what="error")
+        except PayloadError:
+            pass
+    return codec.encode(ZartError(one_line(error)), what="error")
+
+
+def _without_cause(error: BaseException) -> BaseException:
+    """A copy of ``error`` whose cause is dropped (pickled through a shallow copy)."""
+    clone = copy.copy(error)
+    clone.__cause__ = None
+    clone.__context__ = None
+    return clone
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)

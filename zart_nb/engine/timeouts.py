@@ -1,0 +1,52 @@
+"""Calling a step's function with a deadline.
+
+Python offers no safe way to kill a thread: a step with a timeout runs in a thread of
+its own, and at the deadline an asynchronous exception (``StepAbandoned``) is raised in
+that thread, which stops Python code at its next bytecode; a blocking C call finishes
+first, and its result is dropped.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ctypes
+import threading
+from collections.abc import Callable
+from typing import Any
+
+
+class TimedOut(Exception):
+    """The call passed its deadline (the caller turns it into StepTimedOut)."""
+
+
+class StepAbandoned(BaseException):
+    """Raised inside a step's thread after its deadline, to stop what it is doing."""
+
+
+def call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                      timeout: float | None) -> Any:
+    """``fn(*args, **kwargs)``; with a timeout, in a thread abandoned at the deadline."""
+    if not timeout:
+        return fn(*args, **kwargs)
+    ctx = contextvars.copy_context()
+    box: dict[str, Any] = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = ctx.run(fn, *args, **kwargs)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+        finally:
+            done.set()
+
+    thread = threading.Thread(target=target, daemon=True, name="zart-step-timeout")
+    thread.start()
+    if not done.wait(timeout):
+        assert thread.ident is not None
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                   ctypes.py_object(StepAbandoned))
+        raise TimedOut()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

@@ -1,0 +1,61 @@
+"""Where user code calls zart_nb, and tracebacks that show the user's frames only.
+
+A step, a child or a cell fails in the user's code, but the exception passes through
+zart_nb's own frames (the engine that called the step, the worker that ran the child).
+Those frames say nothing to the user: tracebacks shown or stored leave them out.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+import types
+
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def ours(code: types.CodeType) -> bool:
+    """True for code of zart_nb itself."""
+    return code.co_filename.startswith(PACKAGE_DIR)
+
+
+def call_site() -> tuple[str, int]:
+    """(file, line) of the innermost user code calling into zart_nb (cheap: every step)."""
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None and ours(frame.f_code):
+        frame = frame.f_back
+    if frame is None:
+        return ("<unknown>", 0)
+    return (frame.f_code.co_filename, frame.f_lineno)
+
+
+def users_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
+    """The chain ``tb`` without zart_nb's frames (a new chain; ``tb`` is left as it is)."""
+    kept = []
+    while tb is not None:
+        if not ours(tb.tb_frame.f_code):
+            kept.append(tb)
+        tb = tb.tb_next
+    chain = None
+    for item in reversed(kept):
+        chain = types.TracebackType(chain, item.tb_frame, item.tb_lasti, item.tb_lineno)
+    return chain
+
+
+def without_library_frames(exc: BaseException) -> BaseException:
+    """``exc`` (and its causes) with zart_nb's frames cut out of the traceback, to be
+    re-raised to the user; a traceback made only of our frames is kept as it is."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.__traceback__ = users_frames(current.__traceback__) or current.__traceback__
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def format_users_traceback(error: BaseException) -> str:
+    """The traceback text a user reads (stored with a failed step): their frames only."""
+    tb = users_frames(error.__traceback__) or error.__traceback__
+    return "".join(traceback.format_exception(type(error), error, tb))

@@ -1,0 +1,86 @@
+"""The fan-out queue: children are step rows of kind 'child' that workers claim with
+``FOR UPDATE SKIP LOCKED``, hold under a lease, and complete in batches."""
+
+from __future__ import annotations
+
+from . import sql
+from .payloads import place
+from .records import ChildFailure, ChildOutcome, ChildResult, ChildTask, NewChild, Owner
+from .sql import Connection
+
+INSERT = sql.query("insert_children")
+OUTCOMES = sql.query("children_outcomes")
+CLAIM = sql.query("claim_children")
+RENEW = sql.query("renew_child_leases")
+COMPLETE = sql.query("complete_children")
+FAIL = sql.query("fail_child")
+RELEASE = sql.query("release_children")
+REQUEUE_EXPIRED = sql.query("requeue_expired_children")
+NEXT_RETRY_IN = sql.query("next_retry_in")
+
+
+def insert(conn: Connection, who: Owner, namespace: str, children: list[NewChild]) -> None:
+    """Queue a batch of children in one statement (failed or changed ones are queued
+    again; running ones are left alone), while ``who`` owns the run."""
+    sql.execute(conn, INSERT, {
+        "run_id": who.run_id, "generation": who.generation, "owner": who.owner,
+        "namespace": namespace,
+        "names": [c.name for c in children], "seqs": [c.seq for c in children],
+        "code_fps": [c.code_fp for c in children], "args_fps": [c.args_fp for c in children],
+        "tasks": [c.task for c in children],
+        "max_attempts": [c.max_attempts for c in children],
+        "retries": [c.retry for c in children], "timeouts": [c.timeout_s for c in children]})
+
+
+def outcomes(conn: Connection, run_id: str, generation: int, names: list[str]) -> list[ChildOutcome]:
+    """The finished children among ``names``."""
+    return sql.every(conn, OUTCOMES, {"run_id": run_id, "generation": generation,
+                                      "names": names}, ChildOutcome)
+
+
+def claim(conn: Connection, *, namespace: str, worker: str, limit: int,
+          lease: float) -> list[ChildTask]:
+    return sql.every(conn, CLAIM, {"namespace": namespace, "worker": worker, "limit": limit,
+                                   "lease": lease}, ChildTask)
+
+
+def renew_leases(conn: Connection, worker: str, lease: float) -> None:
+    sql.execute(conn, RENEW, {"worker": worker, "lease": lease})
+
+
+def requeue_expired(conn: Connection) -> None:
+    """Children whose worker stopped renewing its lease go back to the queue."""
+    sql.execute(conn, REQUEUE_EXPIRED)
+
+
+def complete(conn: Connection, worker: str, results: list[ChildResult]) -> None:
+    """Commit a batch of results at once; only children ``worker`` still holds."""
+    placed = [place(r.data) for r in results]
+    sql.execute(conn, COMPLETE, {
+        "worker": worker,
+        "run_ids": [r.run_id for r in results], "generations": [r.generation for r in results],
+        "names": [r.name for r in results], "results": [p.inline for p in placed],
+        "hashes": [p.hash for p in placed], "sizes": [p.size for p in placed],
+        "payload_hashes": [p.hash for p in placed if p.hash is not None],
+        "payload_data": [p.data for p in placed if p.hash is not None]})
+
+
+def fail(conn: Connection, worker: str, failure: ChildFailure) -> None:
+    sql.execute(conn, FAIL, {
+        "run_id": failure.run_id, "generation": failure.generation, "name": failure.name,
+        "attempt": failure.attempt, "worker": worker, "error": failure.error,
+        "error_kind": failure.error_kind, "error_payload": failure.error_payload,
+        "traceback": failure.traceback, "retry_at": failure.retry_at})
+
+
+def release(conn: Connection, worker: str, tasks: list[ChildTask]) -> None:
+    """Give back children claimed but not started (their attempt undone)."""
+    sql.execute(conn, RELEASE, {"worker": worker, "run_ids": [t.run_id for t in tasks],
+                                "generations": [t.generation for t in tasks],
+                                "names": [t.name for t in tasks]})
+
+
+def next_retry_in(conn: Connection, namespace: str) -> float | None:
+    """Seconds until the earliest delayed child of ``namespace`` is ready (None: none)."""
+    seconds: float | None = sql.value(conn, NEXT_RETRY_IN, {"namespace": namespace})
+    return seconds
