@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 CHROMIUM := /usr/bin/chromium
 
-.PHONY: $(VENV) test demo lab chaos bench browser-deps
+.PHONY: $(VENV) test lint demo lab chaos bench browser-deps
 
 $(VENV): $(INSTALLED)
 
@@ -26,8 +26,13 @@ browser-deps:
 		echo "browser-deps: $(CHROMIUM) is missing and apt-get needs root; browser tests will be skipped"; \
 	fi
 
-# The whole suite but the long fault-injection runs (those are `make chaos`).
-test: $(INSTALLED) browser-deps
+# Lint (ruff) and types (mypy, strict on zart_nb/), as configured in pyproject.toml.
+lint: $(INSTALLED)
+	$(PY) -m ruff check .
+	$(PY) -m mypy
+
+# The checks, then the whole suite but the long fault-injection runs (those are `make chaos`).
+test: $(INSTALLED) browser-deps lint
 	$(PY) -m pytest tests/ -m 'not slow'
 
 # pytest exits 5 when no test is marked slow yet: that is not a failure.

@@ -12,6 +12,7 @@ restart_to_first_step: a run of 1000 completed steps that stopped is executed ag
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import subprocess
@@ -19,13 +20,12 @@ import sys
 import time
 from pathlib import Path
 
+from tests.helpers import execute
 from zart_nb import codec, step
 from zart_nb.engine.model import Options
-
-from tests.helpers import execute
 from zart_nb.store.connection import close_store, get_store
 
-from .common import SECRET, SCHEMA, Context, Figures, benchmark, best_of
+from .common import SCHEMA, SECRET, Context, Figures, benchmark, best_of
 
 REPO = Path(__file__).resolve().parents[1]
 RAW_TABLE = "CREATE TABLE IF NOT EXISTS raw_steps (id integer PRIMARY KEY, data bytea NOT NULL)"
@@ -131,10 +131,8 @@ def restart_to_first_step(ctx: Context) -> Figures:
     runs = 1 if ctx.quick else 3
     s = ctx.settings
     run_id = _run_id("resume")
-    try:
+    with contextlib.suppress(_Stop):
         execute(_stopped_body, (n,), name="resume", run_id=run_id)
-    except _Stop:
-        pass
     close_store()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ZART_")}
     env.update(ZART_DATABASE_URL=s.database_url, ZART_SECRET=SECRET.decode(), ZART_SCHEMA=SCHEMA)

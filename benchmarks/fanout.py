@@ -16,9 +16,9 @@ import os
 import time
 from datetime import datetime, timedelta, timezone
 
+from tests.helpers import execute
 from zart_nb import schedule, wait
 from zart_nb.config import configure
-from tests.helpers import execute
 from zart_nb.engine.worker import stop_local_pools
 from zart_nb.store.connection import close_store, get_store
 

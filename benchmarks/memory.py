@@ -18,13 +18,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.helpers import execute
 from zart_nb import step
 from zart_nb.engine.model import Options
-
-from tests.helpers import execute
 from zart_nb.store.connection import close_store
 
-from .common import SECRET, SCHEMA, Context, Figures, benchmark
+from .common import SCHEMA, SECRET, Context, Figures, benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 MiB = 1 << 20

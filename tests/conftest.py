@@ -9,7 +9,7 @@ kept: it chooses the server the tests use (see ``tests/fix_db.py``).
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -7,8 +7,9 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,7 @@ class Workers:
         self.killed: list[int] = []
 
     def start(self, concurrency: int = 2, *extra: str) -> subprocess.Popen:
-        out = open(self.logs / f"worker-{len(self.procs)}.log", "w")
+        out = open(self.logs / f"worker-{len(self.procs)}.log", "w")  # noqa: SIM115 (the worker's stdout)
         proc = subprocess.Popen(
             [sys.executable, "-m", "zart_nb.engine.worker", "--concurrency", str(concurrency),
              *extra], cwd=REPO, env=os.environ.copy(), stdin=subprocess.DEVNULL, stdout=out,

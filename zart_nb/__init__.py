@@ -7,6 +7,9 @@ Importing this package connects to nothing and imports no notebook machinery.
 
 from __future__ import annotations
 
+import contextlib
+from typing import TYPE_CHECKING, Any
+
 from .codec import ship
 from .engine import hooks as _hooks
 from .engine.context import context
@@ -16,35 +19,79 @@ from .engine.runs import DurableFunction, Run, durable, run, runs, send_event
 from .engine.steps import StepFunction, capture, now, step
 from .engine.waits import sleep, sleep_until, wait_for_event
 from .errors import (
-    CodeChanged, DuplicateStepName, EventAlreadySent, EventTimeout, PayloadError, RunBusy,
-    RunFailed, RunNotFound, StepFailed, StepTimedOut, StoreError, TemplateError, UsageError,
+    CodeChanged,
+    DuplicateStepName,
+    EventAlreadySent,
+    EventTimeout,
+    PayloadError,
+    RunBusy,
+    RunFailed,
+    RunNotFound,
+    StepFailed,
+    StepTimedOut,
+    StoreError,
+    TemplateError,
+    UsageError,
     ZartError,
 )
-
 from .version import __version__
 
+if TYPE_CHECKING:
+    from .store.connection import Store
+
 __all__ = [
-    "step", "durable", "capture", "now", "context", "ship",
-    "schedule", "wait", "StepHandle", "sleep", "sleep_until", "wait_for_event",
-    "run", "runs", "send_event", "Run", "DurableFunction", "StepFunction", "StepContext",
-    "Ok", "Err", "Failed", "RetryPolicy", "Report",
-    "ZartError", "UsageError", "DuplicateStepName", "TemplateError", "RunNotFound",
-    "EventAlreadySent", "RunBusy", "CodeChanged", "StoreError", "PayloadError", "StepFailed",
-    "StepTimedOut", "EventTimeout", "RunFailed",
-    "load_ipython_extension", "unload_ipython_extension",
+    "CodeChanged",
+    "DuplicateStepName",
+    "DurableFunction",
+    "Err",
+    "EventAlreadySent",
+    "EventTimeout",
+    "Failed",
+    "Ok",
+    "PayloadError",
+    "Report",
+    "RetryPolicy",
+    "Run",
+    "RunBusy",
+    "RunFailed",
+    "RunNotFound",
+    "StepContext",
+    "StepFailed",
+    "StepFunction",
+    "StepHandle",
+    "StepTimedOut",
+    "StoreError",
+    "TemplateError",
+    "UsageError",
+    "ZartError",
+    "__version__",
+    "capture",
+    "context",
+    "durable",
+    "load_ipython_extension",
+    "now",
+    "run",
+    "runs",
+    "schedule",
+    "send_event",
+    "ship",
+    "sleep",
+    "sleep_until",
+    "step",
+    "unload_ipython_extension",
+    "wait",
+    "wait_for_event",
 ]
 
 for _name in __all__:
     _obj = globals().get(_name)
     if callable(_obj):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             _obj.__module__ = "zart_nb"
-        except (AttributeError, TypeError):
-            pass
 del _name, _obj
 
 
-def _make_progress(run_id: str, store):
+def _make_progress(run_id: str, store: Store) -> Any:
     from .notebook.progress import RunProgress  # ipywidgets only when a widget is asked for
 
     return RunProgress(run_id, store=store)
@@ -53,14 +100,14 @@ def _make_progress(run_id: str, store):
 _hooks.make_progress = _make_progress
 
 
-def load_ipython_extension(ipython) -> None:
+def load_ipython_extension(ipython: Any) -> None:
     """``%load_ext zart_nb``: registers the magics (the notebook layer loads only now)."""
     from .notebook.extension import load
 
     load(ipython)
 
 
-def unload_ipython_extension(ipython) -> None:
+def unload_ipython_extension(ipython: Any) -> None:
     from .notebook.extension import unload
 
     unload(ipython)

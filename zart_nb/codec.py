@@ -23,6 +23,7 @@ import stat
 import sys
 import threading
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ _PROTOCOL = 5
 # larger payload would make the server drop the connection mid-write.
 MAX_PAYLOAD = (1 << 30) - (1 << 20)
 
-_key_cache: dict[tuple, bytes] = {}
+_key_cache: dict[str, bytes] = {}
 
 
 def secret_key() -> bytes:
@@ -51,7 +52,7 @@ def secret_key() -> bytes:
     s = settings()
     if s.secret:
         return s.secret
-    cache_key = (str(s.home),)
+    cache_key = str(s.home)
     if cache_key not in _key_cache:
         _key_cache[cache_key] = _load_or_create_key(s.home / "secret.key")
     return _key_cache[cache_key]
@@ -194,7 +195,7 @@ def fingerprint(value: Any, *, owner: str = "") -> bytes:
     raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
 
 
-def unpicklable_reason(value: Any, path: str, exc: BaseException, depth: int = 0) -> str:
+def unpicklable_reason(value: Any, path: str, exc: BaseException | None, depth: int = 0) -> str:
     """Find the innermost part of ``value`` that does not pickle, as ``path: reason``."""
     if depth < 6:
         for sub_path, part in _parts(value, path):
@@ -209,7 +210,7 @@ def unpicklable_reason(value: Any, path: str, exc: BaseException, depth: int = 0
     return f"{path}: cannot pickle '{name}'"
 
 
-def _parts(value: Any, path: str):
+def _parts(value: Any, path: str) -> Iterator[tuple[str, Any]]:
     if isinstance(value, dict):
         for k, v in value.items():
             yield f"{path}[{k!r}]", v
@@ -217,7 +218,7 @@ def _parts(value: Any, path: str):
         for i, v in enumerate(value):
             yield f"{path}[{i}]", v
     elif isinstance(value, types.FunctionType):
-        for cell_name, cell in zip(value.__code__.co_freevars, value.__closure__ or ()):
+        for cell_name, cell in zip(value.__code__.co_freevars, value.__closure__ or (), strict=False):
             try:
                 yield f"{path}.<closure {cell_name}>", cell.cell_contents
             except ValueError:

@@ -14,8 +14,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, TypeVar
 
 from .errors import UsageError
 
@@ -31,8 +33,8 @@ class Settings:
     namespace: str = "default"
 
     @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if environ is None else environ
         home = Path(env.get("ZART_HOME") or "~/.zart").expanduser()
         secret = env.get("ZART_SECRET")
         return cls(
@@ -45,11 +47,14 @@ class Settings:
             namespace=env.get("ZART_NAMESPACE") or "default",
         )
 
-    def evolve(self, **changes) -> Settings:
+    def evolve(self, **changes: Any) -> Settings:
         return replace(self, **changes)
 
 
-def _number(env, key, default, kind):
+N = TypeVar("N", int, float)
+
+
+def _number(env: Mapping[str, str], key: str, default: N, kind: Callable[[str], N]) -> N:
     raw = env.get(key)
     if not raw:
         return default

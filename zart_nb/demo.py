@@ -22,6 +22,7 @@ import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from . import context, durable, step
 
@@ -38,6 +39,7 @@ def side_effect(name: str) -> None:
     attempt = context().attempt
     again = f" (attempt {attempt}: it was in flight when the last process died)" if attempt > 1 else ""
     print(f"     executing {name}{again}", flush=True)
+    assert _effects is not None  # set by child()
     with open(_effects, "a") as f:
         f.write(name + "\n")
     time.sleep(STEP_SECONDS)
@@ -56,16 +58,17 @@ def process_report(index: int, report: tuple[str, int]) -> str:
 
 
 @step("summarise")
-def summarise(lines: list[str]) -> dict:
+def summarise(lines: list[str]) -> dict[str, Any]:
     side_effect("summarise")
     return total_of(lines)
 
 
 @durable("report-batch")
-def report_batch(batch: str) -> dict:
+def report_batch(batch: str) -> dict[str, Any]:
     reports = fetch_reports(batch)
     processed = [process_report(i, r) for i, r in enumerate(reports)]
-    return summarise(processed)
+    summary: dict[str, Any] = summarise(processed)
+    return summary
 
 
 # -- the same computation without the engine, for the comparison ---------------------
@@ -75,11 +78,11 @@ def summarise_one(report: tuple[str, int]) -> str:
     return f"{region}: {sales * 1.2:.1f}"
 
 
-def total_of(lines: list[str]) -> dict:
+def total_of(lines: list[str]) -> dict[str, Any]:
     return {"reports": lines, "total": round(sum(float(x.split(": ")[1]) for x in lines), 1)}
 
 
-def reference() -> dict:
+def reference() -> dict[str, Any]:
     return total_of([summarise_one(r) for r in REPORTS])
 
 
@@ -94,13 +97,14 @@ def child(run_id: str, effects: str) -> int:
     return 0
 
 
-def spawn(run_id: str, effects: Path) -> subprocess.Popen:
+def spawn(run_id: str, effects: Path) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "zart_nb.demo", "--child", run_id, str(effects)],
                             stdout=subprocess.PIPE, text=True, bufsize=1)
 
 
 def first_process(run_id: str, effects: Path) -> None:
     proc = spawn(run_id, effects)
+    assert proc.stdout is not None  # a pipe
     print(f"1) A process (pid {proc.pid}) starts the run; each step takes {STEP_SECONDS} s.")
     for line in proc.stdout:
         print(line, end="", flush=True)
@@ -113,10 +117,11 @@ def first_process(run_id: str, effects: Path) -> None:
     print(f"   >> killed pid {proc.pid} with SIGKILL in the middle of {KILL_IN}\n")
 
 
-def second_process(run_id: str, effects: Path) -> dict:
+def second_process(run_id: str, effects: Path) -> dict[str, Any]:
     proc = spawn(run_id, effects)
+    assert proc.stdout is not None  # a pipe
     print(f"2) A new process (pid {proc.pid}) executes the same run again.")
-    report = None
+    report: dict[str, Any] | None = None
     for line in proc.stdout:
         if line.startswith("REPORT "):
             report = json.loads(line[len("REPORT "):])

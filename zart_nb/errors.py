@@ -29,16 +29,19 @@ constructor arguments in ``args`` and rebuilds from them.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class ZartError(Exception):
     """Base of every error zart-nb raises."""
 
-    def __reduce__(self):  # rebuild from args, whatever the subclass __init__ takes;
+    def __reduce__(self) -> tuple[Any, ...]:  # rebuild from args, whatever __init__ takes;
         # the cause travels too (a StepFailed for exhausted retries carries the last error)
         return (_rebuild, (type(self), self.args, self.__dict__, self.__cause__))
 
 
-def _rebuild(cls, args, state, cause=None):
+def _rebuild(cls: type[ZartError], args: tuple[Any, ...], state: dict[str, Any],
+             cause: BaseException | None = None) -> ZartError:
     exc = Exception.__new__(cls)
     exc.args = args
     exc.__dict__.update(state)

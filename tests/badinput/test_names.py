@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.chaos.figures import record
+from tests.helpers import execute
 from zart_nb import (
     DuplicateStepName,
     TemplateError,
@@ -16,7 +17,6 @@ from zart_nb import (
     step,
     wait_for_event,
 )
-from tests.helpers import execute
 
 from .conftest import steps_of
 
@@ -65,7 +65,7 @@ def test_a_nul_character_is_refused_clearly(zart_env, sql, where):
             return echo.named(name)(1)
         return echo(1)
 
-    with pytest.raises(UsageError) as caught:
+    def attempt():
         if where == "run id":
             execute(body, (False,), name="nul", run_id=bad)
         elif where == "step name":
@@ -73,6 +73,9 @@ def test_a_nul_character_is_refused_clearly(zart_env, sql, where):
         else:
             execute(body, (True,), name="nul-event")
             send_event("nul-event", bad)
+
+    with pytest.raises(UsageError) as caught:
+        attempt()
     message = str(caught.value)
     assert message == f"{where} 'before\\x00after' contains a NUL character"
     record("badinput", f"NUL in a {where}", outcome=f"UsageError: {message}")
@@ -104,7 +107,7 @@ def test_an_over_long_step_name_is_refused_and_the_run_goes_on(zart_env, sql):
     def body(length):
         return echo.named("s" * length)(1)
 
-    with pytest.raises(UsageError, match="step name 's+'... is 5000 bytes long; at most 1000"):
+    with pytest.raises(UsageError, match=r"step name 's+'... is 5000 bytes long; at most 1000"):
         execute(body, (5000,), name="long-step")
     assert execute(body, (1000,), name="long-step").value == 1
 

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from tests.chaos.figures import record
-from zart_nb import PayloadError, StepFailed, codec, schedule, step, wait
 from tests.helpers import execute
+from zart_nb import PayloadError, StepFailed, codec, schedule, step, wait
 
 from .conftest import steps_of
 
@@ -123,8 +123,8 @@ def big_result(zart_env, sql, size: int, run_id: str):
     payloads = sql("SELECT count(*) AS n FROM payloads")[0]["n"]
     try:
         out = execute(body, name=run_id)
-    except StepFailed as exc:
-        assert exc.reason == "not_picklable" and exc.step == "huge"
+    except StepFailed as exc:  # refused (the other outcome of this probe is stored)
+        assert exc.reason == "not_picklable" and exc.step == "huge"  # noqa: PT017
         assert steps_of(sql, run_id) == {"before": "completed", "huge": "failed"}
         assert sql("SELECT count(*) AS n FROM payloads")[0]["n"] == payloads  # nothing half-written
         state["size"] = 1000  # the fix: a smaller result

@@ -11,9 +11,9 @@ from psycopg import sql as pgsql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from tests.chaos.figures import record
+from tests.helpers import execute
 from zart_nb import StoreError, step
 from zart_nb.config import configure, settings
-from tests.helpers import execute
 from zart_nb.store.connection import close_store
 
 

@@ -21,8 +21,8 @@ import pytest
 
 from tests.chaos.figures import record
 from tests.engine.helpers import REPO, replay
-from zart_nb import PayloadError, codec, run, schedule, send_event, step, wait_for_event
 from tests.helpers import execute
+from zart_nb import PayloadError, codec, run, schedule, send_event, step, wait_for_event
 
 
 class CreatesFile:

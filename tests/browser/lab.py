@@ -8,6 +8,7 @@ test's ``ZART_*``). Chromium is ``/usr/bin/chromium``, never a downloaded build.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -69,7 +70,7 @@ class Lab:
         if os.geteuid() == 0:
             cmd.append("--allow-root")
         self.log = self.work / "server.log"
-        self._log_file = open(self.log, "w")
+        self._log_file = open(self.log, "w")  # noqa: SIM115 (the server's stdout while it lives)
         self.proc = subprocess.Popen(cmd, env=env, stdout=self._log_file,
                                      stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
@@ -88,14 +89,10 @@ class Lab:
         if self.proc is None:
             return
         pids = []
-        try:
+        with contextlib.suppress(Exception):
             pids = [k.get("pid") for k in self.api("/api/kernels")]  # usually absent
-        except Exception:
-            pass
-        try:
+        with contextlib.suppress(Exception):
             self.api("/api/shutdown", method="POST", timeout=5)  # stops its kernels too
-        except Exception:
-            pass
         try:
             self.proc.wait(timeout=15)
         except subprocess.TimeoutExpired:

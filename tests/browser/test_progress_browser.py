@@ -67,7 +67,8 @@ BIG_NOTEBOOK = {**NOTEBOOK, "cells": [{
 # A run of 10,000 children in every state, written straight into the journal: the
 # engine would take a minute to run them, and only the widget is under test here.
 BIG_RUN = """
-INSERT INTO runs (run_id, name, status, started_at) VALUES ('big', 'big-batch', 'waiting', now() - interval '83 s');
+INSERT INTO runs (run_id, name, status, started_at)
+VALUES ('big', 'big-batch', 'waiting', now() - interval '83 s');
 INSERT INTO steps (run_id, generation, name, kind, status, seq, attempts, error, traceback, finished_at)
 SELECT 'big', 1, 'check-' || i, 'child',
        CASE WHEN i % 997 = 0 THEN 'failed' WHEN i < 6000 THEN 'completed'

@@ -12,6 +12,7 @@ Short version (CI): 50 steps, 4 kills. ``make chaos``: 200 steps, 20 kills.
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 
@@ -68,7 +69,7 @@ def crash_run(db_url: str, tmp_path, *, steps: int, blocks: int, children: int, 
     for index, r in enumerate(records):
         positions.setdefault(r[0], []).append(index)
     for name, where in positions.items():
-        for first, second in zip(where, where[1:]):
+        for first, second in itertools.pairwise(where):
             assert any(first < cut <= second and name not in done for cut, done in snapshots), \
                 f"{name} executed twice without a kill in between ({first}, {second})"
     counts = executions(records)

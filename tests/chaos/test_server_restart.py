@@ -61,7 +61,7 @@ def server_restart(own_server, tmp_path, *, steps: int, stop_after: int, down_s:
     exited_s = time.monotonic() - stopped if body.poll() is not None else None
     time.sleep(max(0.0, down_s - (time.monotonic() - stopped)))
     url_again = embedded.server_url(home)
-    stdout, stderr = body.communicate(timeout=120)
+    _, stderr = body.communicate(timeout=120)
     seen_done = done_steps(log)
 
     if body.returncode == 0:

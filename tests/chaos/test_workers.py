@@ -35,7 +35,7 @@ def fan_with_worker_kills(zart_env, env, workers, tmp_path, *, children: int, ki
     body = spawn_body("fan", "fan-kills", log, "--children", str(children), "--child-ms", "25")
     # kill points spread over the run: by the number of children executed so far
     for point in sorted(rng.sample(range(children // 10, children * 9 // 10), kills)):
-        until(lambda: len(log_records(log)) >= point or body.poll() is not None, 120,
+        until(lambda point=point: len(log_records(log)) >= point or body.poll() is not None, 120,
               f"{point} children executed")
         if body.poll() is not None:
             break

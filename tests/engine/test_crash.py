@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from zart_nb import RunBusy, run
 from tests.helpers import execute
+from zart_nb import RunBusy, run
 
 from .helpers import crash_body, executions, log_lines, spawn_crash_body, wait_for_line
 from .scripts import crash_body as script
@@ -37,7 +37,7 @@ def uninterrupted(tmp_path) -> list[str]:
     return json.loads(done.stdout)["result"]
 
 
-@pytest.mark.parametrize("kill, in_flight", [
+@pytest.mark.parametrize(("kill", "in_flight"), [
     (("--die-in", "fetch", "--linger", "0.3"), "fetch"),
     (("--die-in", "process-2", "--linger", "0.3"), "process-2"),
     (("--die-after", "fetch"), None),
@@ -144,7 +144,7 @@ def test_two_processes_racing_on_one_run_execute_it_once(zart_env, log):
 
     assert [o["result"] for o in outs] == [script.expected(N)] * 2
     assert sorted(o["attached"] for o in outs) == [False, True]
-    assert executions(log) == {name: 1 for name in ALL_STEPS}
+    assert executions(log) == dict.fromkeys(ALL_STEPS, 1)
 
 
 def test_second_executor_attaches_or_gets_run_busy(zart_env, log):
@@ -161,7 +161,7 @@ def test_second_executor_attaches_or_gets_run_busy(zart_env, log):
     assert owner.returncode == 0, stderr
     assert outcome.attached
     assert outcome.value == json.loads(stdout)["result"] == script.expected(N)
-    assert executions(log) == {name: 1 for name in ALL_STEPS}
+    assert executions(log) == dict.fromkeys(ALL_STEPS, 1)
 
 
 def test_a_finished_run_returns_its_stored_result_without_running_the_body(zart_env, log):

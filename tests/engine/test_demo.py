@@ -15,8 +15,8 @@ def test_demo_kills_the_run_resumes_it_and_gets_the_same_result(zart_env):
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
     assert "killed pid" in out and "with SIGKILL in the middle of process-report-2" in out
-    assert "replayed from the journal, not run again: fetch-reports, process-report-0, " \
-           "process-report-1" in out
+    assert ("replayed from the journal, not run again: fetch-reports, process-report-0, "
+            "process-report-1") in out
     assert "executing process-report-2 (attempt 2" in out
     assert "every completed step ran once: yes" in out
     assert "identical: yes" in out

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from zart_nb import CodeChanged, durable, run, step
 from tests.helpers import execute
+from zart_nb import CodeChanged, durable, run, step
 from zart_nb.engine.fingerprint import code_fingerprint
 
 from .helpers import replay
@@ -152,7 +152,7 @@ def test_changed_code_reruns_the_step_and_its_changed_downstream(zart_env):
 
 
 def test_changed_code_under_error_is_refused_naming_the_step(zart_env):
-    v1, v2, double, unrelated, calls = make_steps()
+    v1, v2, double, unrelated, _ = make_steps()
     replay(body_with(v1, double, unrelated), name="chg", run_id="error", on_change="error")
 
     with pytest.raises(CodeChanged) as caught:
@@ -178,7 +178,7 @@ def test_changed_code_under_ignore_replays_the_stored_result(zart_env):
 
 @pytest.mark.parametrize("policy", ["rerun", "error", "ignore"])
 def test_changed_arguments_follow_the_policy(zart_env, policy):
-    v1, _, double, unrelated, calls = make_steps()
+    v1, _, double, unrelated, _ = make_steps()
     replay(body_with(v1, double, unrelated, x=1), name="chg", run_id=f"args-{policy}",
            on_change=policy)
 

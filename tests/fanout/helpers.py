@@ -9,8 +9,7 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from tests.helpers import REPO
-from tests.helpers import execute
+from tests.helpers import REPO, execute
 
 
 def note(log: str | Path, line: str) -> None:

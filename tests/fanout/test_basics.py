@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from zart_nb import DuplicateStepName, UsageError, schedule, step, wait
 from tests.helpers import execute
+from zart_nb import DuplicateStepName, UsageError, schedule, step, wait
 
 from .scripts import bodies
 

@@ -7,9 +7,8 @@ import time
 
 import pytest
 
-from tests.helpers import until
+from tests.helpers import execute, until
 from zart_nb import RunFailed, run, schedule, wait
-from tests.helpers import execute
 
 from .helpers import InThread
 from .scripts import bodies

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.helpers import until
+from tests.helpers import execute, until
 from zart_nb import (
     EventAlreadySent,
     EventTimeout,
@@ -20,7 +20,6 @@ from zart_nb import (
     send_event,
     wait_for_event,
 )
-from tests.helpers import execute
 
 from .helpers import InThread
 
@@ -67,7 +66,7 @@ def test_an_event_sent_from_another_process_wakes_the_waiting_body(env, sql):
     assert body.result() == {"from": "elsewhere"}
     assert time.monotonic() - sent < 2.0, "woken by NOTIFY, not by the 5 s poll"
 
-    with pytest.raises(EventAlreadySent, match="already sent to run 'late'.*immutable"):
+    with pytest.raises(EventAlreadySent, match=r"already sent to run 'late'.*immutable"):
         send_event("late", "go", {"from": "a second sender"})
     again = execute(await_go, name="await_go", run_id="late", replay_completed=True)
     assert again.value == {"from": "elsewhere"} and again.report.replayed == ["go"]

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from zart_nb import StepFailed, run, schedule, wait
 from tests.helpers import execute
+from zart_nb import StepFailed, run, schedule, wait
 
 from .helpers import lines
 from .scripts import bodies

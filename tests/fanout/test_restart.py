@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from tests.helpers import until
+from tests.helpers import execute, until
 from zart_nb import schedule, wait
-from tests.helpers import execute
 
 from .helpers import kill, runs_per_child, spawn_script
 from .scripts import bodies

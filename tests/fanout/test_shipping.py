@@ -14,8 +14,8 @@ import uuid
 import cloudpickle
 import pytest
 
-from zart_nb import StepFailed, schedule, ship, wait
 from tests.helpers import execute
+from zart_nb import StepFailed, schedule, ship, wait
 
 SCRIPT = """
 import json

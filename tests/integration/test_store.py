@@ -92,7 +92,8 @@ def test_concurrent_migrations_make_one_schema(empty_db_url):
         t.join(timeout=60)
 
     assert failures == []
-    assert sorted(applied, key=len) == [[], [], [], [f"{m.version:04d}_{m.name}" for m in schema.migrations()]]
+    every = [f"{m.version:04d}_{m.name}" for m in schema.migrations()]
+    assert sorted(applied, key=len) == [[], [], [], every]
     assert migration_rows(empty_db_url) == EVERY_MIGRATION_ONCE
 
 
@@ -161,9 +162,8 @@ def test_flipped_byte_in_a_stored_payload_is_refused_on_read(zart_env, tmp_path)
 
 
 def test_unpicklable_connection_is_named_by_path(db_url):
-    with psycopg.connect(db_url) as conn:
-        with pytest.raises(PayloadError) as caught:
-            codec.encode({"conn": conn}, what="result")
+    with psycopg.connect(db_url) as conn, pytest.raises(PayloadError) as caught:
+        codec.encode({"conn": conn}, what="result")
 
     assert str(caught.value) == "result['conn']: cannot pickle 'psycopg.Connection'"
 

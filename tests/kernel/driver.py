@@ -9,14 +9,16 @@ SIGKILLs it mid-cell (a crash) and restarts it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import shutil
 import signal
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from jupyter_client import KernelManager
 
@@ -40,15 +42,15 @@ class CellFailed(AssertionError):
 class CellResult:
     code: str
     msg_id: str
-    kernel_pid: Optional[int] = None
+    kernel_pid: int | None = None
     status: str = "running"  # running | ok | error | aborted | died | timeout
-    execution_count: Optional[int] = None
+    execution_count: int | None = None
     outputs: list = field(default_factory=list)  # nbformat-like dicts
     comm_msgs: list = field(default_factory=list)  # comm_open/comm_msg/comm_close
     raw: list = field(default_factory=list)  # every iopub msg for this cell
-    reply: Optional[dict] = None  # execute_reply content
+    reply: dict | None = None  # execute_reply content
     t_submit: float = field(default_factory=time.monotonic)
-    t_done: Optional[float] = None
+    t_done: float | None = None
     _idle: bool = False
 
     @property
@@ -56,7 +58,7 @@ class CellResult:
         return self.status != "running"
 
     @property
-    def duration(self) -> Optional[float]:
+    def duration(self) -> float | None:
         return None if self.t_done is None else self.t_done - self.t_submit
 
     def _stream(self, name: str) -> str:
@@ -72,14 +74,14 @@ class CellResult:
         return self._stream("stderr")
 
     @property
-    def error(self) -> Optional[dict]:
+    def error(self) -> dict | None:
         for o in self.outputs:
             if o["output_type"] == "error":
                 return o
         return None
 
     @property
-    def result(self) -> Optional[dict]:
+    def result(self) -> dict | None:
         """data dict of the execute_result (Out[n]), if any."""
         for o in self.outputs:
             if o["output_type"] == "execute_result":
@@ -114,9 +116,9 @@ class CellResult:
 class KernelDriver:
     """One real kernel process plus a blocking client, frontend-style."""
 
-    def __init__(self, kernel_name: str = "python3", cwd: Optional[str] = None,
-                 env: Optional[dict] = None, startup_code: Optional[str] = None,
-                 startup_timeout: float = 60.0, log: Optional[Callable[[str], None]] = None,
+    def __init__(self, kernel_name: str = "python3", cwd: str | None = None,
+                 env: dict | None = None, startup_code: str | None = None,
+                 startup_timeout: float = 60.0, log: Callable[[str], None] | None = None,
                  transport: str = "tcp", kernel_spec_manager=None):
         self.kernel_name = kernel_name
         self.kernel_spec_manager = kernel_spec_manager
@@ -125,7 +127,7 @@ class KernelDriver:
         self.env = env
         self.startup_code = startup_code
         self.startup_timeout = startup_timeout
-        self.km: Optional[KernelManager] = None
+        self.km: KernelManager | None = None
         self.kc = None
         self.unclaimed: list = []  # iopub msgs whose parent is no cell we track
         self._cells: dict[str, CellResult] = {}
@@ -133,7 +135,7 @@ class KernelDriver:
         self.restarts = 0
 
     # -- lifecycle ---------------------------------------------------------
-    def start(self) -> "KernelDriver":
+    def start(self) -> KernelDriver:
         km_kw: dict[str, Any] = {"kernel_name": self.kernel_name, "transport": self.transport}
         if self.kernel_spec_manager is not None:
             km_kw["kernel_spec_manager"] = self.kernel_spec_manager
@@ -163,7 +165,7 @@ class KernelDriver:
             self.execute(self.startup_code, timeout=self.startup_timeout, check=True)
 
     @property
-    def pid(self) -> Optional[int]:
+    def pid(self) -> int | None:
         p = getattr(self.km, "provisioner", None) if self.km else None
         proc = getattr(p, "process", None)
         return proc.pid if proc is not None else None
@@ -210,10 +212,8 @@ class KernelDriver:
 
     def shutdown(self) -> None:
         if self.kc is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self.kc.stop_channels()
-            except Exception:
-                pass
             self.kc = None
         if self.km is not None:
             try:
@@ -224,7 +224,7 @@ class KernelDriver:
                 if getattr(self, "_ipc_dir", None):
                     shutil.rmtree(self._ipc_dir, ignore_errors=True)
 
-    def __enter__(self) -> "KernelDriver":
+    def __enter__(self) -> KernelDriver:
         return self.start() if self.km is None else self
 
     def __exit__(self, *exc) -> None:
@@ -241,8 +241,8 @@ class KernelDriver:
         return r
 
     def collect(self, r: CellResult, timeout: float = 60.0,
-                on_msg: Optional[Callable[[dict, CellResult], None]] = None,
-                stop_when: Optional[Callable[[CellResult], bool]] = None,
+                on_msg: Callable[[dict, CellResult], None] | None = None,
+                stop_when: Callable[[CellResult], bool] | None = None,
                 check: bool = False) -> CellResult:
         """Pump IOPub/shell until the cell is done (idle + execute_reply).
 
@@ -279,7 +279,7 @@ class KernelDriver:
         return r
 
     def execute(self, code: str, timeout: float = 60.0, check: bool = False,
-                on_msg: Optional[Callable[[dict, CellResult], None]] = None) -> CellResult:
+                on_msg: Callable[[dict, CellResult], None] | None = None) -> CellResult:
         return self.collect(self.submit(code), timeout=timeout, on_msg=on_msg, check=check)
 
     def drain(self, seconds: float = 0.2) -> int:

@@ -58,7 +58,7 @@ def test_runs_table_event_and_attach(kernel):
     kernel.execute("from zart_nb import wait_for_event", check=True)
     kernel.execute("%%zart_durable quick\n41 + 1", check=True)
     r = kernel.execute("%zart_runs", check=True)
-    table = [o for o in r.outputs if o["output_type"] == "display_data"][0]["data"]
+    table = next(o for o in r.outputs if o["output_type"] == "display_data")["data"]
     assert "<table" in table["text/html"] and "quick" in table["text/html"]
     assert "run id" in table["text/plain"] and "completed" in table["text/plain"]
     r = kernel.execute("%zart_attach quick", check=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from zart_nb.durations import parse_duration
 from zart_nb.errors import UsageError
 from zart_nb.notebook.cells import analyse
-from zart_nb.durations import parse_duration
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def run(ip, cell: str):
     return result, out.getvalue(), err.getvalue()
 
 
-@pytest.mark.parametrize("text, seconds", [("90s", 90), ("30m", 1800), ("1.5h", 5400),
+@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("30m", 1800), ("1.5h", 5400),
                                            ("500ms", 0.5), ("12", 12), ("2d", 172800)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
@@ -50,7 +50,7 @@ def test_bad_durations(text):
         parse_duration(text)
 
 
-@pytest.mark.parametrize("source, reads, binds", [
+@pytest.mark.parametrize(("source", "reads", "binds"), [
     ("x = 1\ny = x + z", ["z"], ["x", "y"]),
     ("df = load()\ndf['a'] = 1\ndf", ["load"], ["df"]),
     ("x = x + 1", ["x"], ["x"]),
@@ -66,7 +66,7 @@ def test_reads_and_binds(source, reads, binds):
     assert analyse(source) == (reads, binds)
 
 
-@pytest.mark.parametrize("cell, reason", [
+@pytest.mark.parametrize(("cell", "reason"), [
     ("%%zart_durable\nx = 1", "the following arguments are required: NAME"),
     ("%%zart_durable n --bogus\nx = 1", "unrecognized arguments: --bogus"),
     ("%%zart_durable n --timeout 5x\n1", "--timeout '5x' is not a duration"),
@@ -95,7 +95,7 @@ def test_usage_errors_are_one_line_with_usage(ip, cell, reason):
 def test_unknown_run_is_a_usage_error(ip, zart_env):
     for cell in ("%zart_attach nosuch", "%zart_resume nosuch", "%zart_load nosuch",
                  "%zart_event nosuch approval 1"):
-        result, out, err = run(ip, cell)
+        result, _, err = run(ip, cell)
         assert not result.success
         assert err.startswith("UsageError: %"), (cell, err)
         assert "nosuch" in err and "does not exist" in err
@@ -127,7 +127,7 @@ def test_durable_cell_binds_variables_and_replays(ip, zart_env, tmp_path: Path):
 
 
 def test_cell_error_shows_the_users_traceback_only(ip, zart_env):
-    result, out, err = run(ip, "%%zart_durable boom\nx = 1\nraise ValueError('bad input')\n")
+    result, _, _ = run(ip, "%%zart_durable boom\nx = 1\nraise ValueError('bad input')\n")
     assert not result.success
     assert isinstance(result.error_in_exec, ValueError)
     frames = []
@@ -176,7 +176,7 @@ def test_unpicklable_variable_is_named(ip, zart_env):
 
 def test_on_failure_handler_gives_the_result(ip, zart_env):
     run(ip, "def fallback(inp, err):\n    return f'recovered from {type(err).__name__}'")
-    result, out, err = run(ip, "%%zart_durable flaky --on-failure fallback\nraise KeyError('x')\n")
+    result, _, err = run(ip, "%%zart_durable flaky --on-failure fallback\nraise KeyError('x')\n")
     assert result.success, err
     from zart_nb import Run
 

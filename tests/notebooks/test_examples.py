@@ -5,6 +5,7 @@ an approval answered from another notebook, the three kinds of outcome."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -169,7 +170,7 @@ def test_the_same_durable_cell_in_two_notebooks_executes_once(run_notebook, zart
     def execute(name: str) -> None:
         try:
             executed[name] = run_notebook(name)
-        except BaseException as exc:  # noqa: BLE001 - reported by the test
+        except BaseException as exc:
             failures.append(exc)
 
     threads = [threading.Thread(target=execute, args=(n,))
@@ -208,7 +209,7 @@ def test_an_approval_sent_from_one_notebook_completes_the_other(run_notebook, za
     def execute_a() -> None:
         try:
             executed.append(run_notebook("06-approval-a.ipynb"))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             failures.append(exc)
 
     waiter = threading.Thread(target=execute_a)
@@ -216,10 +217,8 @@ def test_an_approval_sent_from_one_notebook_completes_the_other(run_notebook, za
     deadline = time.monotonic() + 60
     status = None
     while status != "waiting" and time.monotonic() < deadline and waiter.is_alive():
-        try:
+        with contextlib.suppress(RunNotFound):
             status = run("release-2024-06").status
-        except RunNotFound:
-            pass
         time.sleep(0.1)
     assert status == "waiting", f"notebook a never waited for its event: {failures}"
 
@@ -253,7 +252,7 @@ def test_error_handling_shows_each_kind_of_outcome(run_notebook):
         "slow        -> Failed (framework): StepTimedOut: step 'slow_lookup' timed out after 0.5 s",
     ]
     lines = outcomes.splitlines()
-    for want, got in zip(expected, lines):
+    for want, got in zip(expected, lines, strict=False):
         assert got.startswith(want), (want, got)
     assert summary(outcomes, "error-handling") == "0 replayed, 5 executed"
 

@@ -51,7 +51,7 @@ MODULES = sorted(
     for p in PACKAGE.rglob("*.py"))
 
 
-@pytest.mark.parametrize("module,path", MODULES, ids=[m for m, _ in MODULES])
+@pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
 def test_no_module_imports_a_higher_layer(module, path):
     layer = layer_of(module)
     if layer is None:

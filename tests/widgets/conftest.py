@@ -4,7 +4,8 @@ body executed in a thread while the test watches its progress."""
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -37,7 +38,7 @@ class Background:
     def _run(self, fn, args, kwargs) -> None:
         try:
             self.value = fn(*args, **kwargs)
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
+        except BaseException as exc:
             self.error = exc
 
     def result(self, timeout: float = 60.0) -> Any:

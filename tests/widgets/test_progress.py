@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import io
+import itertools
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import until
+from tests.helpers import execute, until
 from zart_nb import run
 from zart_nb.engine import hooks
-from tests.helpers import execute
 from zart_nb.errors import RunFailed, RunNotFound
 from zart_nb.notebook import progress, tables
 from zart_nb.notebook.progress import RunProgress, TextProgress
@@ -72,7 +72,7 @@ def test_updates_are_throttled_for_5000_fast_children(workers, background):
     seconds = time.monotonic() - t0
     assert widget.finished == widget.total == 5000
     assert len(syncs) <= 10 * seconds + 3, f"{len(syncs)} syncs in {seconds:.1f} s"
-    gaps = [b - a for a, b in zip(syncs, syncs[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(syncs)]
     assert not gaps or min(gaps) >= 0.09, f"two syncs {min(gaps):.3f} s apart"
     widget.close()
 

@@ -14,9 +14,10 @@ import os
 import sys
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import click
+from rich.console import Console
 
 from ..config import configure, settings
 from ..durations import parse_duration
@@ -26,6 +27,7 @@ from ..errors import UsageError, ZartError
 PROG = "zart-nb"
 ENDED = TERMINAL_STATUSES
 STATUSES = RUN_STATUSES
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class CliError(click.ClickException):
@@ -33,7 +35,7 @@ class CliError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int = 1) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.exit_code = exit_code  # type: ignore[misc]  # click declares it on the class
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(f"{PROG}: error: {self.format_message()}", file=file or sys.stderr)
@@ -75,13 +77,13 @@ def use_dsn(dsn: str | None) -> None:
         os.environ["ZART_DATABASE_URL"] = dsn  # for the processes it starts (demo, workers)
 
 
-def dsn_option(fn: Callable) -> Callable:
+def dsn_option(fn: F) -> F:
     return click.option(
         "--dsn", metavar="URL", envvar="ZART_DATABASE_URL", show_envvar=True,
         help="PostgreSQL to use; unset: the embedded server under ZART_HOME.")(fn)
 
 
-def json_option(fn: Callable) -> Callable:
+def json_option(fn: F) -> F:
     return click.option("--json", "as_json", is_flag=True,
                         help="Print JSON, for scripts.")(fn)
 
@@ -100,9 +102,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def console():
-    from rich.console import Console
-
+def console() -> Console:
     return Console(soft_wrap=False, highlight=False)
 
 
@@ -131,7 +131,7 @@ def human_seconds(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours < 48 else f"{hours // 24}d{hours % 24:02d}h"
 
 
-class Duration(click.ParamType):
+class Duration(click.ParamType[float, Any]):
     """A duration such as ``30d``, ``12h``, ``45m``, ``90s`` or ``1d12h``, in seconds (a
     unit is required: ``--older-than 30`` would be ambiguous)."""
 

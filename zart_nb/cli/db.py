@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+from typing import Any
 
 import click
 
@@ -13,8 +14,7 @@ from ..errors import UsageError, ZartError
 from ..store import embedded, schema
 from ..store.connection import Store, redact, resolve_dsn
 from ..store.dsn import split_password
-from .app import (CliError, ZartGroup, console, dsn_option, json_option, one_line, print_json,
-                  use_dsn)
+from .app import CliError, ZartGroup, console, dsn_option, json_option, one_line, print_json, use_dsn
 
 
 @click.group("db", cls=ZartGroup, short_help="The database: URL, status, psql, migrations.")
@@ -42,7 +42,8 @@ def status_cmd(dsn: str | None, as_json: bool) -> None:
     use_dsn(dsn)
     s = settings()
     known = schema.migrations()[-1].version
-    info: dict = {"schema": s.schema, "schema_known": known, "schema_applied": None}
+    info: dict[str, Any] = {"schema": s.schema, "schema_known": known, "schema_applied": None}
+    url: str | None
     if s.database_url:
         info |= {"kind": "external", "dsn": redact(s.database_url), "running": False}
         url = s.database_url
@@ -69,7 +70,7 @@ def status_cmd(dsn: str | None, as_json: bool) -> None:
         raise CliError(failure, 1)
 
 
-def _print_status(info: dict) -> None:
+def _print_status(info: dict[str, Any]) -> None:
     out = console()
     if info["kind"] == "embedded":
         if info["running"]:
@@ -107,8 +108,8 @@ def stop_cmd() -> None:
         click.echo(f"the embedded server is not running ({embedded.pgdata_dir(s.home)})")
 
 
-@db_group.command("psql", short_help="A psql shell on the database.", context_settings={"ignore_unknown_options": True,
-                                            "allow_interspersed_args": False})
+@db_group.command("psql", short_help="A psql shell on the database.",
+                  context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
 @dsn_option
 @click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
 def psql_cmd(dsn: str | None, psql_args: tuple[str, ...]) -> None:

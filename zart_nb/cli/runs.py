@@ -13,8 +13,17 @@ from ..engine.model import TERMINAL_STATUSES
 from ..engine.runs import Run
 from ..engine.runs import runs as list_runs
 from ..errors import UsageError
-from .app import (STATUSES, CliError, ZartGroup, console, human_seconds, json_option,
-                  print_json, seconds_between, when)
+from .app import (
+    STATUSES,
+    CliError,
+    ZartGroup,
+    console,
+    human_seconds,
+    json_option,
+    print_json,
+    seconds_between,
+    when,
+)
 
 _STYLE = {"completed": "green", "failed": "red", "cancelled": "yellow", "running": "cyan",
           "waiting": "blue", "pending": "white", "scheduled": "white"}
@@ -50,14 +59,14 @@ def list_cmd(status: str | None, name: str | None, limit: int, as_json: bool) ->
     table = Table(box=None, header_style="bold")
     for column in ("RUN", "NAME", "STATUS", "STEPS", "OWNER", "STARTED", "DURATION"):
         table.add_column(column, no_wrap=column != "NAME")
-    for row, item in zip(rows, items):
+    for row, item in zip(rows, items, strict=False):
         table.add_row(escape(item["run_id"]), escape(item["name"]), _status(item["status"]),
                       f"{item['steps_done']}/{item['steps_total']}", escape(item["owner"] or ""),
                       when(row["started_at"]), human_seconds(item["duration_s"]))
     console().print(table)
 
 
-def _run_summary(row: dict) -> dict:
+def _run_summary(row: dict[str, Any]) -> dict[str, Any]:
     return {
         "run_id": row["run_id"], "name": row["name"], "status": row["status"],
         "generation": row["generation"], "steps_done": row["steps_done"],
@@ -89,7 +98,7 @@ def show_cmd(run_id: str, as_json: bool) -> None:
     _print_run(info, row)
 
 
-def _step_item(step: dict, attempts: list[dict]) -> dict:
+def _step_item(step: dict[str, Any], attempts: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "name": step["name"], "kind": step["kind"], "status": step["status"],
         "attempts": step["attempts"], "max_attempts": step["max_attempts"],
@@ -103,7 +112,7 @@ def _step_item(step: dict, attempts: list[dict]) -> dict:
     }
 
 
-def _print_run(info: dict, row: dict) -> None:
+def _print_run(info: dict[str, Any], row: dict[str, Any]) -> None:
     from rich.table import Table
 
     out = console()

@@ -325,7 +325,8 @@ def _release(ex: Execution, reason: str) -> None:
 def _was_cancelled(ex: Execution) -> bool:
     """A cancel that came after the heartbeat last looked: the run's row tells."""
     with ex.lock:
-        return _quietly(runs_db.status, ex.conn, ex.run_id) == "cancelled"
+        status: str | None = _quietly(runs_db.status, ex.conn, ex.run_id)
+    return status == "cancelled"
 
 
 def _quietly(call: Callable[..., Any], *args: Any) -> Any:

@@ -90,7 +90,8 @@ def schedule(fn: Callable[..., Any] | StepFunction | NamedCall, *args: Any,
     """Queue ``fn(*args, **kwargs)`` as a child that any worker may run; see ``wait``."""
     named: str | None = None
     if isinstance(fn, NamedCall):
-        fn, named = fn.step, fn.name
+        named = fn.name
+        fn = fn.step
     if not isinstance(fn, StepFunction):
         if not callable(fn):
             raise UsageError(f"schedule() needs a function or a step, not {type(fn).__name__}")

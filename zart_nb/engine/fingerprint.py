@@ -14,15 +14,18 @@ import sys
 import sysconfig
 import types
 import weakref
-from typing import Callable
+from collections.abc import Callable, Iterator
+from typing import Any
 
 _LIBRARY_ROOTS = tuple({sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")})
 
 # fn -> (its code, [(globals, name, bound object, dependency, its code)], fingerprint)
-_cache: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_Deps = list[tuple[dict[str, Any], str, Any, types.FunctionType, types.CodeType]]
+_cache: weakref.WeakKeyDictionary[types.FunctionType, tuple[types.CodeType, _Deps, bytes]] = \
+    weakref.WeakKeyDictionary()
 
 
-def code_fingerprint(fn: Callable) -> bytes:
+def code_fingerprint(fn: Callable[..., Any]) -> bytes:
     """16-byte hash of ``fn``'s code and of the user functions it calls."""
     fn = _unwrap(fn)
     if not isinstance(fn, types.FunctionType):
@@ -32,19 +35,19 @@ def code_fingerprint(fn: Callable) -> bytes:
             g.get(name) is bound and dep.__code__ is code for g, name, bound, dep, code in cached[1]):
         return cached[2]
     h = hashlib.blake2b(digest_size=16)
-    deps: list = []
+    deps: _Deps = []
     _feed_function(h, fn, deps, {fn})
     fp = h.digest()
     _cache[fn] = (fn.__code__, deps, fp)
     return fp
 
 
-def _unwrap(fn):
+def _unwrap(fn: Any) -> Any:
     inner = getattr(fn, "fn", None)  # a StepFunction
     return inner if callable(inner) else fn
 
 
-def _feed_function(h, fn: types.FunctionType, deps: list, seen: set) -> None:
+def _feed_function(h: Any, fn: types.FunctionType, deps: _Deps, seen: set[types.FunctionType]) -> None:
     _feed_code(h, fn.__code__)
     for value in fn.__defaults__ or ():
         h.update(repr(value).encode())
@@ -57,7 +60,7 @@ def _feed_function(h, fn: types.FunctionType, deps: list, seen: set) -> None:
             _feed_function(h, dep, deps, seen)
 
 
-def _feed_code(h, code: types.CodeType) -> None:
+def _feed_code(h: Any, code: types.CodeType) -> None:
     h.update(code.co_code)
     h.update(" ".join(code.co_names).encode())
     h.update(" ".join(code.co_varnames).encode())
@@ -68,7 +71,7 @@ def _feed_code(h, code: types.CodeType) -> None:
             h.update(repr(const).encode())
 
 
-def _global_names(code: types.CodeType):
+def _global_names(code: types.CodeType) -> Iterator[str]:
     yield from code.co_names
     for const in code.co_consts:
         if isinstance(const, types.CodeType):

@@ -11,7 +11,9 @@ when called.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+import contextlib
+from collections.abc import Callable
+from typing import Any
 
 show_progress: Callable[[str], None] | None = None
 make_progress: Callable[[str, Any], Any] | None = None  # (run_id, store) -> widget
@@ -20,7 +22,5 @@ make_progress: Callable[[str, Any], Any] | None = None  # (run_id, store) -> wid
 def progress(run_id: str) -> None:
     """Ask the front end, if any, to show the progress of ``run_id``."""
     if show_progress is not None:
-        try:
+        with contextlib.suppress(Exception):  # a display problem must never break a run
             show_progress(run_id)
-        except Exception:  # a display problem must never break a run
-            pass

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from ..errors import StoreError
 from ..store import journal as journal_db
@@ -26,10 +26,17 @@ log = logging.getLogger("zart_nb")
 class Owned(Protocol):
     """What the lease threads see of an execution."""
 
-    run_id: str
-    owner: str
     stop_reason: str | None
     inflight: tuple[str, int, float] | None
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def owner(self) -> str: ...
+
+
+T = TypeVar("T", bound="Ticker")
 
 
 class Ticker:
@@ -38,7 +45,7 @@ class Ticker:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=name)
 
-    def start(self) -> Ticker:
+    def start(self: T) -> T:
         self._thread.start()
         return self
 

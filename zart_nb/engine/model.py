@@ -33,7 +33,7 @@ class Failed:
     error: BaseException
 
 
-Outcome = Ok | Err | Failed
+Outcome = Ok[Any] | Err | Failed
 
 
 @dataclass(frozen=True)
@@ -99,11 +99,15 @@ class RetryPolicy:
         if self.backoff == "fixed":
             base = self.delay
         else:
-            base = min(self.max_delay, self.delay * self.factor ** (retry - 1))
+            try:
+                grown = self.delay * self.factor ** (retry - 1)
+            except OverflowError:  # a long retry budget: the cap applies long before
+                grown = math.inf
+            base = min(self.max_delay, grown)
         spread = base * self.jitter
         return max(0.0, base + (rng or random).uniform(-spread, spread))
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return {"retries": self.retries, "backoff": self.backoff, "delay": self.delay,
                 "factor": self.factor, "max_delay": self.max_delay, "jitter": self.jitter}
 

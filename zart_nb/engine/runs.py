@@ -12,7 +12,7 @@ import inspect
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 from .. import codec
 from ..errors import PayloadError, RunBusy, RunNotFound, UsageError
@@ -79,9 +79,23 @@ class DurableFunction:
             return None
 
 
+@overload
+def durable(name: Callable[..., Any], *, on_change: OnChange = "rerun",
+            on_failure: Callable[[Any, BaseException], Any] | None = None,
+            durability: str = "sync", namespace: str | None = None) -> DurableFunction: ...
+
+
+@overload
+def durable(name: str | None = None, *, on_change: OnChange = "rerun",
+            on_failure: Callable[[Any, BaseException], Any] | None = None,
+            durability: str = "sync",
+            namespace: str | None = None) -> Callable[[Callable[..., Any]], DurableFunction]: ...
+
+
 def durable(name: str | Callable[..., Any] | None = None, *, on_change: OnChange = "rerun",
             on_failure: Callable[[Any, BaseException], Any] | None = None,
-            durability: str = "sync", namespace: str | None = None) -> Any:
+            durability: str = "sync", namespace: str | None = None,
+            ) -> DurableFunction | Callable[[Callable[..., Any]], DurableFunction]:
     """Make a function a durable body: ``@durable("report-batch")``.
 
     ``on_change``: what a completed step whose code or arguments changed does on replay

@@ -14,7 +14,7 @@ import math
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, overload
 
 from .. import codec
 from ..errors import PayloadError, StepFailed, StepTimedOut, TemplateError, UsageError
@@ -28,7 +28,7 @@ from .timeouts import TimedOut, call_with_timeout
 class StepFunction:
     """A function made a step by ``@step``; call it, or use ``.named`` / ``.outcome`` / …"""
 
-    def __init__(self, fn: Callable, name: str | None = None, *,
+    def __init__(self, fn: Callable[..., Any], name: str | None = None, *,
                  retry: int | RetryPolicy | None = None, timeout: float | None = None) -> None:
         if not callable(fn):
             raise UsageError(f"@step decorates a function, not {type(fn).__name__}")
@@ -43,7 +43,8 @@ class StepFunction:
         self.retry = RetryPolicy.coerce(retry)
         self.timeout = float(timeout) if timeout else None
         self._signature: inspect.Signature | None = None
-        self._plans: dict[tuple, tuple] = {}  # call shape -> where each parameter comes from
+        # call shape -> (parameter, where it comes from: 'arg' index, 'kw', 'default' value)
+        self._plans: dict[tuple[Any, ...], tuple[tuple[str, str, Any], ...]] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return _raise_or_return(invoke(self, None, args, kwargs))
@@ -71,7 +72,7 @@ class StepFunction:
         """A call that returns ``handler(error)`` when the step raised a business error."""
         return NamedCall(self, None).or_else(handler)
 
-    def resolve_name(self, template: str, args: tuple, kwargs: dict) -> str:
+    def resolve_name(self, template: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         if "{" not in template:
             return template
         # Whether a call binds depends only on its shape (how many positional arguments,
@@ -92,7 +93,8 @@ class StepFunction:
                 values[param] = default
         return self._fill(template, values)
 
-    def _resolve_slowly(self, template: str, args: tuple, kwargs: dict, shape: tuple) -> str:
+    def _resolve_slowly(self, template: str, args: tuple[Any, ...], kwargs: dict[str, Any],
+                        shape: tuple[Any, ...]) -> str:
         if self._signature is None:
             self._signature = inspect.signature(self.fn)
         try:
@@ -102,7 +104,7 @@ class StepFunction:
         bound.apply_defaults()
         params = self._signature.parameters
         if not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values()):
-            plan = []
+            plan: list[tuple[str, str, Any]] = []
             for i, param in enumerate(params):
                 if i < len(args):
                     plan.append((param, "arg", i))
@@ -113,7 +115,7 @@ class StepFunction:
             self._plans[shape] = tuple(plan)
         return self._fill(template, bound.arguments)
 
-    def _fill(self, template: str, values: dict) -> str:
+    def _fill(self, template: str, values: dict[str, Any]) -> str:
         try:
             return template.format(**values)
         except (KeyError, IndexError, AttributeError, ValueError) as exc:
@@ -149,8 +151,18 @@ class NamedCall:
         return call
 
 
-def step(name: str | Callable | None = None, *, retry: int | RetryPolicy | None = None,
-         timeout: float | None = None):
+@overload
+def step(name: Callable[..., Any], *, retry: int | RetryPolicy | None = None,
+         timeout: float | None = None) -> StepFunction: ...
+
+
+@overload
+def step(name: str | None = None, *, retry: int | RetryPolicy | None = None,
+         timeout: float | None = None) -> Callable[[Callable[..., Any]], StepFunction]: ...
+
+
+def step(name: str | Callable[..., Any] | None = None, *, retry: int | RetryPolicy | None = None,
+         timeout: float | None = None) -> StepFunction | Callable[[Callable[..., Any]], StepFunction]:
     """Make a function a step: ``@step``, ``@step("name-{param}")``, ``@step(retry=3, timeout=60)``."""
     if callable(name):
         return StepFunction(name)

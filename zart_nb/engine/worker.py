@@ -18,17 +18,19 @@ import ctypes
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable
+from typing import Any
 
 from .. import codec
 from ..config import configure, settings
@@ -38,7 +40,7 @@ from ..store import journal as journal_db
 from ..store import queue as queue_db
 from ..store import runs as runs_db
 from ..store.connection import Store, get_store
-from ..store.notify import WORK_CHANNEL, listener
+from ..store.notify import WORK_CHANNEL, Listener, listener
 from ..store.records import ChildFailure, ChildResult, ChildTask, StoredBody
 from ..store.sql import Connection
 from .execute import HOST, execute_claimed, new_owner
@@ -77,9 +79,10 @@ class Worker:
         self.lease = store.settings.lease_seconds
         self._avg_seconds = 1.0
         self._bodies: list[threading.Thread] = []
-        self._functions: dict[bytes, Callable] = {}
+        self._functions: dict[bytes, Callable[..., Any]] = {}
         self._bodies_checked = 0.0
-        self._notes = None  # the work channel's listener, once running
+        self._notes: Listener | None = None  # the work channel's listener, once running
+        self.signal_sockets: tuple[socket.socket, socket.socket] | None = None
 
     # -- the claim loop --------------------------------------------------------
     def run(self) -> None:
@@ -239,7 +242,7 @@ class Worker:
         seconds = queue_db.next_retry_in(conn, self.namespace)
         return POLL_SECONDS if seconds is None else max(0.0, seconds)
 
-    def _function(self, pickled: bytes) -> Callable:
+    def _function(self, pickled: bytes) -> Callable[..., Any]:
         """The child's function, unpickled once per worker (the task's signature, already
         checked, covers these bytes)."""
         key = codec.digest(pickled)
@@ -315,11 +318,9 @@ def _stop_on_signals(worker: Worker) -> None:
     deadlock found by the chaos suite. The handler does nothing; the signal's number,
     written by the interpreter to the wake-up socket, wakes the thread that stops.
     """
-    import socket
-
     read, write = socket.socketpair()
     write.setblocking(False)
-    worker._signal_sockets = (read, write)  # kept open: a closed fd number gets reused
+    worker.signal_sockets = (read, write)  # kept open: a closed fd number gets reused
     signal.set_wakeup_fd(write.fileno(), warn_on_full_buffer=False)
 
     def wake() -> None:
@@ -338,7 +339,7 @@ class LocalPool:
         self.size = size
         self.store = store or get_store()
         self.namespace = namespace or self.store.settings.namespace
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> LocalPool:
         env = dict(os.environ, ZART_DATABASE_URL=self.store.dsn, ZART_SCHEMA=self.store.schema,
@@ -363,7 +364,7 @@ class LocalPool:
                 proc.wait()
         self.procs = []
 
-    def status(self) -> list[dict]:
+    def status(self) -> list[dict[str, Any]]:
         return [{"pid": p.pid, "alive": p.poll() is None, "returncode": p.returncode}
                 for p in self.procs]
 

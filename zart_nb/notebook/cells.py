@@ -21,7 +21,7 @@ import hashlib
 import symtable
 import types
 from dataclasses import dataclass, field
-
+from typing import Any
 
 
 @dataclass
@@ -43,9 +43,9 @@ class CellCode:
         text = "\n".join(line.rstrip() for line in self.source.strip().splitlines())
         return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
-    def run(self, namespace: dict):
+    def run(self, namespace: dict[str, Any]) -> Any:
         """Execute the cell in ``namespace``; the last expression's value (or None)."""
-        __tracebackhide__ = True  # noqa: F841 (IPython hides this frame)
+        __tracebackhide__ = True
         exec(self.body, namespace)
         if self.last is None:
             return None
@@ -53,7 +53,7 @@ class CellCode:
         return None if self.silent else value
 
 
-def compile_cell(source: str, shell=None, *, filename: str | None = None) -> CellCode:
+def compile_cell(source: str, shell: Any = None, *, filename: str | None = None) -> CellCode:
     """Compile ``source``; with an IPython ``shell``, transformed and cached for tracebacks.
 
     A SyntaxError propagates as is (the user's cell has it, IPython shows it).
@@ -68,8 +68,10 @@ def compile_cell(source: str, shell=None, *, filename: str | None = None) -> Cel
             filename = "<zart cell>"
     tree = ast.parse(python, filename=filename)
     last = None
-    if tree.body and isinstance(tree.body[-1], ast.Expr):
-        expr = ast.Expression(tree.body.pop().value)
+    final = tree.body[-1] if tree.body else None
+    if isinstance(final, ast.Expr):
+        tree.body.pop()
+        expr = ast.Expression(final.value)
         last = compile(expr, filename, "eval")
     body = compile(tree, filename, "exec")
     silent = python.rstrip().endswith(";")
@@ -208,7 +210,7 @@ def _mutated(tree: ast.Module) -> set[str]:
     """Names whose item or attribute the top level assigns: ``df["x"] = …``, ``obj.a += 1``."""
     found: set[str] = set()
     for node in ast.walk(tree):
-        targets: list[ast.AST] = []
+        targets: list[ast.expr] = []
         if isinstance(node, ast.Assign):
             targets = node.targets
         elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):

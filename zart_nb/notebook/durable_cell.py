@@ -118,7 +118,7 @@ def run_durable_cell(shell: Any, source: str, request: DurableRequest) -> Any:
     except StoreError as exc:
         raise CellError(str(exc)) from None
     except Exception as exc:  # the cell's own error (or a step's): its traceback, ours cut out
-        raise without_library_frames(exc)
+        raise without_library_frames(exc)  # noqa: B904 (re-raised as itself, not chained)
     finally:
         if timer is not None:
             timer.cancel()

@@ -4,6 +4,7 @@ the store opens at the first magic that needs it."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,8 @@ def banner() -> str:
         where = redact(s.database_url)
     else:
         home = s.home
-        try:
+        with contextlib.suppress(ValueError):
             home = Path("~") / home.relative_to(Path.home())
-        except ValueError:
-            pass
         where = f"embedded PostgreSQL in {home}"
     return f"zart-nb {__version__}: runs are stored in {where} (schema {s.schema})"
 

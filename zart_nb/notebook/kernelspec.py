@@ -29,7 +29,7 @@ LOGOS = ("logo-32x32.png", "logo-64x64.png")
 def kernel_dict(python: str | None = None) -> dict[str, Any]:
     """The kernel.json content for ``python`` (default: this interpreter)."""
     template = (resources.files("zart_nb") / "kernel" / TEMPLATE).read_text()
-    spec = json.loads(template)
+    spec: dict[str, Any] = json.loads(template)
     spec["argv"] = [python or sys.executable if arg == "{python}" else arg for arg in spec["argv"]]
     spec["metadata"]["zart_nb"]["version"] = __version__
     return spec

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from IPython.core.error import UsageError as IPyUsageError
+from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
@@ -33,10 +34,13 @@ from .resume import resume_request
 from .step_cells import StepRequest, default_run_name, load_run_variables, run_step_cell
 from .tables import bundle
 
+Magic = Callable[..., Any]
 
-def usage_of(func: Callable, cell: bool = False) -> str:
+
+def usage_of(func: Magic, cell: bool = False) -> str:
     """The one-line usage of a magic, from its argument parser."""
-    text = func.parser.format_usage().replace("::", "").strip()
+    parser = cast(Any, func).parser  # set by @magic_arguments
+    text = parser.format_usage().replace("::", "").strip()
     text = re.sub(r"\s+", " ", text)
     return "usage: " + ("%" if cell else "") + text
 
@@ -48,23 +52,24 @@ class ZartMagics(Magics):
     default_on_change = Enum(ON_CHANGE, default_value="rerun",
                              help="--on-change when a magic is not given one").tag(config=True)
 
-    def __init__(self, shell=None, **kwargs: Any) -> None:
+    def __init__(self, shell: InteractiveShell, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
+        self.ip = shell  # the shell, never None once registered
         self.notebook_run: str | None = None
-        self.pool = None
+        self.pool: LocalPool | None = None
 
     # -- helpers -------------------------------------------------------------
-    def _parse(self, func: Callable, line: str, cell: bool = False):
+    def _parse(self, func: Magic, line: str, cell: bool = False) -> Any:
         try:
             return parse_argstring(func, line)
         except (IPyUsageError, ValueError) as exc:
             raise IPyUsageError(f"{_magic_name(func, cell)}: {exc}\n{usage_of(func, cell)}") from None
 
-    def _bad(self, func: Callable, reason: str, cell: bool = False) -> IPyUsageError:
+    def _bad(self, func: Magic, reason: str, cell: bool = False) -> IPyUsageError:
         return IPyUsageError(f"{_magic_name(func, cell)}: {reason}\n{usage_of(func, cell)}")
 
     @contextmanager
-    def _front(self, func: Callable, cell: bool = False, *, arguments: bool = False) -> Iterator[None]:
+    def _front(self, func: Magic, cell: bool = False, *, arguments: bool = False) -> Iterator[None]:
         """zart's UsageError as IPython's one line (with the usage line for argument errors)."""
         try:
             yield
@@ -73,18 +78,19 @@ class ZartMagics(Magics):
                 raise self._bad(func, str(exc), cell) from None
             raise IPyUsageError(str(exc)) from None
 
-    def _callable(self, func: Callable, expr: str, what: str, cell: bool) -> Callable:
+    def _callable(self, func: Magic, expr: str, what: str, cell: bool) -> Callable[..., Any]:
         try:
-            value = self.shell.ev(expr)
+            value = self.ip.ev(expr)
         except Exception as exc:
             raise self._bad(func, f"{what} {expr!r} does not evaluate: "
                                   f"{type(exc).__name__}: {exc}", cell) from None
         if not callable(value):
             raise self._bad(func, f"{what} {expr!r} is a {type(value).__name__}, not a function", cell)
-        return value
+        function: Callable[..., Any] = value
+        return function
 
     def current_run(self) -> str:
-        return self.notebook_run or default_run_name(self.shell)
+        return self.notebook_run or default_run_name(self.ip)
 
     # -- cells ---------------------------------------------------------------
     @magic_arguments()
@@ -98,7 +104,7 @@ class ZartMagics(Magics):
     @argument("--on-failure", metavar="FUNC", help="handler(input, error) whose value becomes the result")
     @argument("--detach", action="store_true", help="hand the body to the worker fleet")
     @cell_magic
-    def zart_durable(self, line: str, cell: str):
+    def zart_durable(self, line: str, cell: str) -> Any:
         """Execute the cell as a durable body: its steps are checkpointed, and executing it
         again (after a restart, or in another notebook) replays them."""
         __tracebackhide__ = True
@@ -117,13 +123,13 @@ class ZartMagics(Magics):
         if not cell.strip():
             raise self._bad(func, "the cell is empty: write the body below the magic line", cell=True)
         with self._front(func, cell=True):
-            return run_durable_cell(self.shell, cell, request)
+            return run_durable_cell(self.ip, cell, request)
 
     @magic_arguments()
     @argument("name", metavar="NAME", nargs="?", help="the run of this notebook's step cells")
     @argument("--restart", action="store_true", help="start that run afresh (a new generation)")
     @line_magic
-    def zart_run(self, line: str):
+    def zart_run(self, line: str) -> Any:
         """Set the run that the following %%zart_step cells belong to (default: the
         notebook's file name, else "notebook"); without NAME, show it."""
         func = self.zart_run
@@ -152,7 +158,7 @@ class ZartMagics(Magics):
     @argument("--on-change", choices=ON_CHANGE, default=None,
               help="code or inputs changed since the cell ran: rerun (default), error, ignore")
     @cell_magic
-    def zart_step(self, line: str, cell: str):
+    def zart_step(self, line: str, cell: str) -> Any:
         """One checkpoint of the notebook run: the first execution runs the cell and stores
         the variables it binds and its outputs; later ones restore them without running,
         unless the cell's code or the variables it reads changed."""
@@ -165,10 +171,11 @@ class ZartMagics(Magics):
             check_name("--run", run_id)
         if not cell.strip():
             raise self._bad(func, "the cell is empty: write its code below the magic line", cell=True)
-        request = StepRequest(name=args.name, run_id=run_id, exclude=[v.strip() for item in args.exclude for v in item.split(",") if v.strip()],
+        excluded = [v.strip() for item in args.exclude for v in item.split(",") if v.strip()]
+        request = StepRequest(name=args.name, run_id=run_id, exclude=excluded,
                               on_change=args.on_change or self.default_on_change)
         with self._front(func, cell=True):
-            return run_step_cell(self.shell, cell, request)
+            return run_step_cell(self.ip, cell, request)
 
     # -- runs ----------------------------------------------------------------
     @magic_arguments()
@@ -176,7 +183,7 @@ class ZartMagics(Magics):
     @argument("--name", help="only runs of this durable name")
     @argument("--limit", type=int, default=50, help="at most this many runs (default 50)")
     @line_magic
-    def zart_runs(self, line: str):
+    def zart_runs(self, line: str) -> Any:
         """A table of runs, newest first: status, steps done/total, owner, started, duration."""
         func = self.zart_runs
         args = self._parse(func, line)
@@ -191,7 +198,7 @@ class ZartMagics(Magics):
     @argument("id", metavar="ID", help="the run id")
     @argument("--timeout", metavar="D", help="stop waiting after D (90s, 30m)")
     @line_magic
-    def zart_attach(self, line: str):
+    def zart_attach(self, line: str) -> Any:
         """Follow a run started anywhere until it ends; returns its result."""
         func = self.zart_attach
         args = self._parse(func, line)
@@ -199,8 +206,9 @@ class ZartMagics(Magics):
             timeout = parse_duration(args.timeout, what="--timeout") if args.timeout else None
             run = Run(args.id)
             row = run.row()
+        owner = f", owned by {row['owner']}" if row.get("owner") else ""
         say(f"attached to run {args.id!r}: {row['status']}, {row.get('steps_done', 0)}/"
-            f"{row.get('steps_total', 0)} steps done" + (f", owned by {row['owner']}" if row.get("owner") else ""))
+            f"{row.get('steps_total', 0)} steps done{owner}")
         show_progress(args.id)
         try:
             with _one_line_store_errors():
@@ -216,7 +224,7 @@ class ZartMagics(Magics):
     @magic_arguments()
     @argument("id", metavar="ID", help="the run id of an unfinished %%zart_durable run")
     @line_magic
-    def zart_resume(self, line: str):
+    def zart_resume(self, line: str) -> Any:
         """Execute the stored cell of an unfinished run again (from any notebook)."""
         __tracebackhide__ = True
         func = self.zart_resume
@@ -225,19 +233,19 @@ class ZartMagics(Magics):
             source, request = resume_request(args.id)
         say(f"resuming run {args.id!r} (durable {request.name!r}) from its stored cell")
         with self._front(func):
-            return run_durable_cell(self.shell, source, request)
+            return run_durable_cell(self.ip, source, request)
 
     @magic_arguments()
     @argument("id", metavar="ID", help="the run whose step cells stored the variables")
     @argument("vars", metavar="VAR", nargs="*", help="variables to load (default: all)")
     @line_magic
-    def zart_load(self, line: str):
+    def zart_load(self, line: str) -> Any:
         """Load the variables that another run's %%zart_step cells stored."""
         func = self.zart_load
         args = self._parse(func, line)
         with self._front(func, arguments=True), _one_line_store_errors():
-            loaded = load_run_variables(self.shell, args.id, list(args.vars))
-        self.shell.user_ns.update(loaded)
+            loaded = load_run_variables(self.ip, args.id, list(args.vars))
+        self.ip.user_ns.update(loaded)
         say(f"loaded {len(loaded)} variable{'s' if len(loaded) != 1 else ''} from run "
             f"{args.id!r}: {', '.join(loaded) or 'none'}")
 
@@ -246,7 +254,7 @@ class ZartMagics(Magics):
     @argument("name", metavar="NAME", help="the event's name")
     @argument("expr", metavar="EXPR", nargs="*", help="its payload: a Python expression (default None)")
     @line_magic
-    def zart_event(self, line: str):
+    def zart_event(self, line: str) -> Any:
         """Deliver event NAME to run ID; EXPR (the rest of the line) is evaluated here."""
         func = self.zart_event
         parts = line.strip().split(None, 2)
@@ -257,7 +265,7 @@ class ZartMagics(Magics):
         payload = None
         if len(parts) == 3:
             try:
-                payload = self.shell.ev(parts[2])
+                payload = self.ip.ev(parts[2])
             except Exception as exc:
                 raise self._bad(func, f"EXPR {parts[2]!r} does not evaluate: "
                                       f"{type(exc).__name__}: {exc}") from None
@@ -269,7 +277,7 @@ class ZartMagics(Magics):
     @argument("action", choices=("start", "stop", "status"), help="what to do with the pool")
     @argument("-n", type=int, default=None, metavar="N", help="pool size for start")
     @line_magic
-    def zart_worker(self, line: str):
+    def zart_worker(self, line: str) -> Any:
         """The kernel's local worker pool: processes that execute scheduled steps."""
         func = self.zart_worker
         args = self._parse(func, line)
@@ -315,6 +323,6 @@ def _one_line_store_errors() -> Iterator[None]:
         raise CellError(str(exc)) from None
 
 
-def _magic_name(func: Callable, cell: bool) -> str:
+def _magic_name(func: Magic, cell: bool) -> str:
     name = getattr(func, "__name__", "zart")
     return ("%%" if cell else "%") + name

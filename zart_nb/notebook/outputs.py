@@ -9,9 +9,11 @@ replayed as their text fallback: the widget models died with the kernel that mad
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
-from typing import Any
+from collections.abc import Iterable
+from typing import Any, TextIO
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 
@@ -19,7 +21,7 @@ WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 class _Tee:
     """A text stream that forwards to ``target`` and records what was written."""
 
-    def __init__(self, target, name: str, recorder: Recorder) -> None:
+    def __init__(self, target: TextIO, name: str, recorder: Recorder) -> None:
         self._target = target
         self._name = name
         self._recorder = recorder
@@ -27,9 +29,10 @@ class _Tee:
     def write(self, text: str) -> int:
         if text:
             self._recorder.stream(self._name, text)
-        return self._target.write(text)
+        written: int = self._target.write(text)
+        return written
 
-    def writelines(self, lines) -> None:
+    def writelines(self, lines: Iterable[str]) -> None:
         for line in lines:
             self.write(line)
 
@@ -40,11 +43,11 @@ class _Tee:
 class Recorder:
     """Records the outputs of one cell while they are published."""
 
-    def __init__(self, shell) -> None:
+    def __init__(self, shell: Any) -> None:
         self.shell = shell
-        self.records: list[tuple] = []
+        self.records: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
-        self._saved: tuple | None = None
+        self._saved: tuple[Any, ...] | None = None
 
     def stream(self, name: str, text: str) -> None:
         with self._lock:
@@ -57,14 +60,15 @@ class Recorder:
         pub = self.shell.display_pub
         original_publish, original_clear = pub.publish, pub.clear_output
 
-        def publish(data, metadata=None, *args, **kwargs):
+        def publish(data: dict[str, Any], metadata: dict[str, Any] | None = None, *args: Any,
+                    **kwargs: Any) -> Any:
             with self._lock:
                 self.records.append(("display", dict(data), dict(metadata or {}),
                                      dict(kwargs.get("transient") or {}),
                                      bool(kwargs.get("update", False))))
             return original_publish(data, metadata, *args, **kwargs)
 
-        def clear_output(wait=False):
+        def clear_output(wait: bool = False) -> Any:
             with self._lock:
                 self.records.append(("clear", bool(wait)))
             return original_clear(wait)
@@ -76,26 +80,21 @@ class Recorder:
         sys.stderr = _Tee(sys.stderr, "stderr", self)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
+        assert self._saved is not None  # entered
         stdout, stderr, had_publish, had_clear = self._saved
         pub = self.shell.display_pub
         for attr, had in (("publish", had_publish), ("clear_output", had_clear)):
             if not had:
-                try:
+                with contextlib.suppress(AttributeError):
                     delattr(pub, attr)
-                except AttributeError:
-                    pass
         if isinstance(sys.stdout, _Tee):
             sys.stdout = stdout
         if isinstance(sys.stderr, _Tee):
             sys.stderr = stderr
 
-    def summary(self) -> str:
-        kinds = [r[0] for r in self.records]
-        return f"{len(kinds)} output{'s' if len(kinds) != 1 else ''}"
 
-
-def replay(shell, records: list[tuple]) -> None:
+def replay(shell: Any, records: list[tuple[Any, ...]]) -> None:
     """Publish recorded outputs again, in order."""
     pub = shell.display_pub
     for record in records:

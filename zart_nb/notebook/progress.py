@@ -20,13 +20,14 @@ children shows its progress); ``unregister()`` clears it.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 import time
 import weakref
 from datetime import datetime
 from importlib import resources
-from typing import Any
+from typing import Any, TextIO
 
 import anywidget
 import traitlets as t
@@ -41,8 +42,13 @@ from ..store.connection import Store, get_store
 from . import progress_state
 from .progress_state import Follower, Snapshot, text_line
 
-__all__ = ["RunProgress", "TextProgress", "show_for_run", "register", "unregister",
-           "runs_table_html", "runs_table_text"]
+__all__ = [
+    "RunProgress",
+    "TextProgress",
+    "register",
+    "show_for_run",
+    "unregister",
+]
 
 def _asset(name: str) -> str:
     return (resources.files("zart_nb") / "widgets" / name).read_text(encoding="utf-8")
@@ -71,7 +77,7 @@ class RunProgress(anywidget.AnyWidget):
     finished = t.Int(0).tag(sync=True)
     counts = t.Dict().tag(sync=True)
     states = t.Unicode("").tag(sync=True)
-    failed = t.List().tag(sync=True)
+    failed: t.List[Any] = t.List().tag(sync=True)
     detail = t.Dict().tag(sync=True)
     message = t.Unicode("").tag(sync=True)
 
@@ -84,16 +90,16 @@ class RunProgress(anywidget.AnyWidget):
         self._start = start
         self._lock = threading.RLock()
         self._views = 0  # front-end views that reported themselves
-        self._display = None  # the DisplayHandle of show_for_run, for text/plain refreshes
+        self._display: Any = None  # the DisplayHandle of show_for_run, for text/plain refreshes
         self._text_sent = ""
         self._closed = False
         self._follower: Follower | None = None
         self.on_msg(_on_front_message)
-        snap = self._follow_read()
+        snap = self.follow_read()
         if snap is None:
             super().close()
             raise RunNotFound(f"run {run_id!r} does not exist")
-        self._follow_apply(snap, final=not snap.live)
+        self.follow_apply(snap, final=not snap.live)
         if follow and snap.live:
             self.follow()
 
@@ -111,9 +117,9 @@ class RunProgress(anywidget.AnyWidget):
 
     def refresh(self) -> Snapshot | None:
         """Read the run now and show it (from any thread); returns the snapshot."""
-        snap = self._follow_read()
+        snap = self.follow_read()
         if snap is not None:
-            self._follow_apply(snap, final=not snap.live)
+            self.follow_apply(snap, final=not snap.live)
         return snap
 
     def close(self) -> None:
@@ -123,13 +129,17 @@ class RunProgress(anywidget.AnyWidget):
                 self._follower.stop()
         super().close()
 
-    def _follow_alive(self) -> bool:
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
+    def follow_alive(self) -> bool:
         return not self._closed and self.comm is not None
 
-    def _follow_read(self) -> Snapshot | None:
+    def follow_read(self) -> Snapshot | None:
         return progress_state.read(self._store, self.run_id, since=self._since, start=self._start)
 
-    def _follow_apply(self, snap: Snapshot, final: bool) -> None:
+    def follow_apply(self, snap: Snapshot, final: bool) -> None:
         with self._lock:
             if self._closed:
                 return
@@ -157,28 +167,26 @@ class RunProgress(anywidget.AnyWidget):
         if handle is None or not final or self._views or line == self._text_sent:
             return
         self._text_sent = line
-        try:
+        with contextlib.suppress(Exception):  # a display problem never stops the follower
             handle.update(self)
-        except Exception:  # a display problem never stops the follower
-            pass
 
     def text(self) -> str:
         snap = getattr(self, "_last", None)
         return text_line(snap) if snap is not None else f"run {self.run_id}"
 
-    def _repr_mimebundle_(self, **kwargs: Any):
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
         if bundle is not None:
             bundle[0]["text/plain"] = self.text()
         return bundle
 
     # -- what the front-end asks ------------------------------------------------
-    def _handle_front(self, content: dict) -> None:
+    def _handle_front(self, content: dict[str, Any]) -> None:
         kind = content.get("type")
         with self._lock:  # the follower thread sets traits too
             self._handle_locked(kind, content)
 
-    def _handle_locked(self, kind: Any, content: dict) -> None:
+    def _handle_locked(self, kind: Any, content: dict[str, Any]) -> None:
         try:
             if kind == "view":
                 self._views += 1
@@ -237,7 +245,7 @@ class TextProgress:
     """The same picture as one text line: rewritten with ``\\r`` on a terminal; elsewhere
     a new line at most every ``every`` seconds, and the final one."""
 
-    def __init__(self, run_id: str, *, stream=None,
+    def __init__(self, run_id: str, *, stream: TextIO | None = None,
                  replayed_before: datetime | str | None = None, start: datetime | None = None,
                  store: Store | None = None, every: float = 10.0, follow: bool = True) -> None:
         self.run_id = run_id
@@ -251,10 +259,10 @@ class TextProgress:
         self._stopped = False
         self._lock = threading.Lock()
         self.lines = 0  # lines written (a rewrite on a terminal counts as none)
-        snap = self._follow_read()
+        snap = self.follow_read()
         if snap is None:
             raise RunNotFound(f"run {run_id!r} does not exist")
-        self._follow_apply(snap, final=not snap.live)
+        self.follow_apply(snap, final=not snap.live)
         self._follower = Follower(self, self._store, run_id, rate=4.0 if self.tty else 10.0,
                                   keep=True)
         if follow and snap.live:
@@ -263,19 +271,23 @@ class TextProgress:
     def stop(self) -> None:
         self._stopped = True
         self._follower.stop()
-        self._follower._kept = None
+        self._follower.release()
 
     def join(self, timeout: float | None = None) -> None:
         if self._follower.thread.is_alive():
             self._follower.thread.join(timeout)
 
-    def _follow_alive(self) -> bool:
+    @property
+    def is_closed(self) -> bool:
+        return self._stopped
+
+    def follow_alive(self) -> bool:
         return not self._stopped
 
-    def _follow_read(self) -> Snapshot | None:
+    def follow_read(self) -> Snapshot | None:
         return progress_state.read(self._store, self.run_id, since=self._since, start=self._start)
 
-    def _follow_apply(self, snap: Snapshot, final: bool) -> None:
+    def follow_apply(self, snap: Snapshot, final: bool) -> None:
         line = text_line(snap)
         with self._lock:
             now = time.monotonic()
@@ -290,7 +302,9 @@ class TextProgress:
 
 
 # -- choosing the display -------------------------------------------------------
-_shown: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # (run, cell) -> display
+# (run, cell, mode) -> the display shown there
+_shown: weakref.WeakValueDictionary[tuple[str, Any, str], RunProgress | TextProgress] = \
+    weakref.WeakValueDictionary()
 
 
 def widget_frontend(shell: Any = None) -> bool:
@@ -324,7 +338,7 @@ def show_for_run(run_id: str, *, mode: str | None = None,
         mode = "widget" if widget_frontend(shell) else "text"
     key = (run_id, getattr(shell, "execution_count", None), mode)
     found = _shown.get(key) if shell is not None else None
-    if found is not None and not getattr(found, "_closed", False):
+    if found is not None and not found.is_closed:
         return found
     shown: RunProgress | TextProgress
     if mode == "widget":
@@ -355,12 +369,10 @@ def _post_run_cell(result: Any = None) -> None:
     # the counter as the cell saw it (IPython advances it as a cell starts, so it is not
     # the result's execution_count)
     cell = getattr(_registered.get("shell"), "execution_count", None)
-    for (_, shown_in, _), display in list(_shown.items()):
-        if shown_in == cell and isinstance(display, RunProgress) and not display._closed:
-            try:
-                display.refresh()
-            except Exception:
-                pass
+    for (_, shown_in, _), shown in list(_shown.items()):
+        if shown_in == cell and isinstance(shown, RunProgress) and not shown.is_closed:
+            with contextlib.suppress(Exception):
+                shown.refresh()
 
 
 _registered: dict[str, Any] = {}
@@ -382,7 +394,5 @@ def unregister() -> None:
         hooks.show_progress = None
     shell = _registered.pop("shell", None)
     if shell is not None:
-        try:
+        with contextlib.suppress(ValueError):
             shell.events.unregister("post_run_cell", _post_run_cell)
-        except ValueError:
-            pass

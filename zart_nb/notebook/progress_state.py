@@ -39,7 +39,7 @@ class Snapshot:
     name: str
     status: str
     states: str
-    failed: list[dict] = field(default_factory=list)
+    failed: list[dict[str, Any]] = field(default_factory=list)
     elapsed: float = 0.0
     error: str | None = None
 
@@ -125,11 +125,11 @@ def text_line(snap: Snapshot, width: int = 24) -> str:
 class Display(Protocol):
     """What a Follower feeds: a widget or a text line."""
 
-    def _follow_alive(self) -> bool: ...
+    def follow_alive(self) -> bool: ...
 
-    def _follow_apply(self, snap: Snapshot, final: bool) -> None: ...
+    def follow_apply(self, snap: Snapshot, final: bool) -> None: ...
 
-    def _follow_read(self) -> Snapshot | None: ...
+    def follow_read(self) -> Snapshot | None: ...
 
 
 class Follower:
@@ -148,6 +148,10 @@ class Follower:
         self.thread = threading.Thread(target=self._loop, daemon=True,
                                        name=f"zart-progress-{run_id}")
 
+    def release(self) -> None:
+        """Stop holding the display (a text line whose owner stopped it)."""
+        self._kept = None
+
     def start(self) -> Follower:
         self.thread.start()
         return self
@@ -161,7 +165,7 @@ class Follower:
 
     def _target(self) -> Any:
         target = self._display()
-        if target is None or not target._follow_alive():
+        if target is None or not target.follow_alive():
             return None
         return target
 
@@ -175,7 +179,7 @@ class Follower:
             if target is None:
                 return
             try:
-                snap = target._follow_read()
+                snap = target.follow_read()
             except Exception:  # database away: try again at the slow poll
                 snap = None
             del target  # hold the display only while delivering
@@ -189,7 +193,7 @@ class Follower:
                 if target is None:
                     return
                 if snap != last or ended:
-                    target._follow_apply(snap, ended)
+                    target.follow_apply(snap, ended)
                 del target
                 last = snap
                 if ended:

@@ -22,6 +22,7 @@ import os
 import time
 import types
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from .. import codec
@@ -41,7 +42,7 @@ from .outputs import Recorder, replay
 RECORD_VERSION = 1
 
 
-def default_run_name(shell) -> str:
+def default_run_name(shell: Any) -> str:
     """The notebook's file name when the kernel knows it, else ``notebook``."""
     session = shell.user_ns.get("__session__") or os.environ.get("JPY_SESSION_NAME")
     if isinstance(session, str) and session.strip():
@@ -59,7 +60,7 @@ class StepRequest:
 
 @dataclass
 class _Outcome:
-    restored: dict | None = None  # the record restored
+    restored: dict[str, Any] | None = None  # the record restored
     changed: str | None = None  # "code" / "inputs" when re-executed because of a change
     problem: str | None = None  # a variable that could not be stored
     stored: list[str] = field(default_factory=list)
@@ -71,7 +72,7 @@ class _Outcome:
 class StepCellBody:
     """The body of one step-cell execution: restore the cell, or run and commit it."""
 
-    def __init__(self, shell, cell: CellCode, request: StepRequest) -> None:
+    def __init__(self, shell: Any, cell: CellCode, request: StepRequest) -> None:
         self.shell = shell
         self.cell = cell
         self.request = request
@@ -79,7 +80,7 @@ class StepCellBody:
         self.outcome = _Outcome()
         self.started = False
 
-    def __reduce__(self):  # not resumable from elsewhere: the run's body stays empty
+    def __reduce__(self) -> Any:  # not resumable from elsewhere: the run's body stays empty
         raise TypeError("a step cell is executed from its notebook only")
 
     def __call__(self) -> None:
@@ -109,7 +110,8 @@ class StepCellBody:
                     args_fp=self.args_fp, attempt=decision.attempt, max_attempts=1,
                     started_at=started_at)
 
-    def _record(self, value, recorder: Recorder, started_at, seconds: float) -> dict | None:
+    def _record(self, value: Any, recorder: Recorder, started_at: datetime,
+                seconds: float) -> dict[str, Any] | None:
         ns = self.shell.user_ns
         names = [n for n in self.cell.binds
                  if n in ns and n not in self.request.exclude and not is_hidden(self.shell, n)]
@@ -171,7 +173,7 @@ def run_step_cell(shell: Any, source: str, request: StepRequest) -> Any:
     except (RunFailed, StoreError) as exc:
         raise CellError(str(exc)) from None
     except Exception as exc:  # the cell's own error: its traceback, ours cut out
-        raise without_library_frames(exc)
+        raise without_library_frames(exc)  # noqa: B904 (re-raised as itself, not chained)
     result = bodies[-1].outcome
     if result.restored is not None:
         return restore(shell, request.name, result.restored)
@@ -185,7 +187,7 @@ def run_step_cell(shell: Any, source: str, request: StepRequest) -> Any:
     return result.value
 
 
-def restore(shell, name: str, record: dict) -> Any:
+def restore(shell: Any, name: str, record: dict[str, Any]) -> Any:
     """Bring a stored cell back: its variables into the namespace, its outputs shown again."""
     variables = decode_variables(shell, record, None, f"step cell {name!r}")
     shell.user_ns.update(variables)
@@ -202,7 +204,8 @@ def restore(shell, name: str, record: dict) -> Any:
     return None
 
 
-def decode_variables(shell, record: dict, wanted: list[str] | None, what: str) -> dict[str, Any]:
+def decode_variables(shell: Any, record: dict[str, Any], wanted: list[str] | None,
+                     what: str) -> dict[str, Any]:
     stored = record.get("vars") or {}
     names = list(stored) if wanted is None else [n for n in wanted if n in stored]
     out = {}
@@ -215,11 +218,11 @@ def decode_variables(shell, record: dict, wanted: list[str] | None, what: str) -
 class StoredDisplay:
     """The shown form of a value that could not be stored: displays as it did."""
 
-    def __init__(self, data: dict, metadata: dict | None = None) -> None:
+    def __init__(self, data: dict[str, Any], metadata: dict[str, Any] | None = None) -> None:
         self.data = data
         self.metadata = metadata or {}
 
-    def _repr_mimebundle_(self, include=None, exclude=None):
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> Any:
         return self.data, self.metadata
 
     def __repr__(self) -> str:
@@ -228,7 +231,7 @@ class StoredDisplay:
 
 # -- fingerprints of the values a cell reads ----------------------------------------
 
-def inputs_fingerprint(shell, reads: list[str]) -> bytes:
+def inputs_fingerprint(shell: Any, reads: list[str]) -> bytes:
     """Hash of the values of ``reads`` present in the namespace (absent ones count too)."""
     h = hashlib.blake2b(digest_size=16)
     ns = shell.user_ns
@@ -260,14 +263,15 @@ def value_fingerprint(value: Any) -> bytes:
 
 # -- functions and classes unpickled into the notebook's namespace ------------------
 
-def rebind(value: Any, namespace: dict) -> Any:
+def rebind(value: Any, namespace: dict[str, Any]) -> Any:
     """Notebook functions (and classes' methods) unpickled by cloudpickle get a private
     globals dict; give them the notebook's namespace again so they see its variables."""
     if isinstance(value, types.FunctionType) and value.__module__ == "__main__":
         return _rebind_function(value, namespace)
-    if isinstance(value, StepFunction) and getattr(value.fn, "__module__", None) == "__main__":
+    if isinstance(value, StepFunction) and isinstance(value.fn, types.FunctionType) \
+            and value.fn.__module__ == "__main__":
         value.fn = _rebind_function(value.fn, namespace)
-        value.__wrapped__ = value.fn
+        vars(value)["__wrapped__"] = value.fn
         return value
     if isinstance(value, type) and value.__module__ == "__main__":
         for attr, member in list(vars(value).items()):
@@ -276,7 +280,7 @@ def rebind(value: Any, namespace: dict) -> Any:
     return value
 
 
-def _rebind_function(fn: types.FunctionType, namespace: dict) -> types.FunctionType:
+def _rebind_function(fn: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
     new = types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
     new.__kwdefaults__ = fn.__kwdefaults__
     new.__dict__.update(fn.__dict__)
@@ -287,7 +291,7 @@ def _rebind_function(fn: types.FunctionType, namespace: dict) -> types.FunctionT
     return new
 
 
-def load_run_variables(shell, run_id: str, wanted: list[str]) -> dict[str, Any]:
+def load_run_variables(shell: Any, run_id: str, wanted: list[str]) -> dict[str, Any]:
     """The variables stored by the step cells of run ``run_id`` (later cells win)."""
     run = Run(run_id)
     cells = sorted((s for s in run.steps if s["kind"] == "cell" and s["status"] == "completed"),
@@ -295,7 +299,7 @@ def load_run_variables(shell, run_id: str, wanted: list[str]) -> dict[str, Any]:
     if not cells:
         raise UsageError(f"run {run_id!r} has no step cells with stored variables "
                          "(%zart_load reads what %%zart_step cells stored)")
-    found: dict[str, tuple[str, dict]] = {}
+    found: dict[str, tuple[str, dict[str, Any]]] = {}
     for step in cells:
         record = run.step_result(step["name"])
         for var in record.get("vars") or {}:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Iterable
 from datetime import datetime, timezone
+from typing import Any
 
 COLUMNS = ("run id", "name", "status", "steps", "owner", "started", "duration")
 
 
-def rows_of(runs: list[dict], now: datetime | None = None) -> list[tuple[str, ...]]:
+def rows_of(runs: list[dict[str, Any]], now: datetime | None = None) -> list[tuple[str, ...]]:
     now = now or datetime.now(timezone.utc)
-    out = []
+    out: list[tuple[str, ...]] = []
     for r in runs:
         started = r.get("started_at")
         end = r.get("finished_at") or (now if r.get("status") in ("running", "waiting") else None)
@@ -39,7 +41,10 @@ def as_text(rows: list[tuple[str, ...]]) -> str:
     if not rows:
         return "no runs"
     widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(COLUMNS)]
-    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa: E731
+
+    def line(cells: Iterable[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=False)).rstrip()
+
     return "\n".join([line(COLUMNS), line(["-" * w for w in widths]), *map(line, rows)])
 
 
@@ -65,6 +70,6 @@ def as_html(rows: list[tuple[str, ...]]) -> str:
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
-def bundle(runs: list[dict]) -> dict[str, str]:
+def bundle(runs: list[dict[str, Any]]) -> dict[str, str]:
     rows = rows_of(runs)
     return {"text/html": as_html(rows), "text/plain": as_text(rows)}

@@ -26,7 +26,7 @@ from .sql import Connection, as_store_error
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
-__all__ = ["Store", "get_store", "close_store", "redact", "resolve_dsn"]
+__all__ = ["Store", "close_store", "get_store", "redact", "resolve_dsn"]
 
 
 def resolve_dsn(s: Settings) -> str:

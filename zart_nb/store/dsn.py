@@ -20,7 +20,7 @@ def redact(dsn: str) -> str:
         if "://" in dsn:
             return _URL_PASSWORD.sub(r"\1***@", dsn)
         params["password"] = "***"
-        return make_conninfo(**params)
+        return make_conninfo("", **params)
     return dsn
 
 
@@ -29,4 +29,4 @@ def split_password(dsn: str) -> tuple[str, str | None]:
     that take the password from the environment (psql's PGPASSWORD), never argv."""
     params = conninfo_to_dict(dsn)
     password = params.pop("password", None)
-    return make_conninfo(**params), None if password is None else str(password)
+    return make_conninfo("", **params), None if password is None else str(password)

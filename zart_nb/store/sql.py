@@ -43,7 +43,7 @@ def _blocks() -> dict[str, bytes]:
     text = (resources.files("zart_nb.store") / "sql" / "queries.sql").read_text()
     found: dict[str, bytes] = {}
     starts = list(_BLOCK.finditer(text))
-    for m, nxt in zip(starts, [*starts[1:], None]):
+    for m, nxt in zip(starts, [*starts[1:], None], strict=False):
         body = text[m.end(): nxt.start() if nxt else len(text)].strip()
         found[m.group(1)] = body.encode()
     return found
