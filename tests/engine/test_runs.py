@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 
 import pytest
 
 from zart_nb import (
+    RetryPolicy,
     RunBusy,
     RunFailed,
     RunNotFound,
     UsageError,
+    capture,
     durable,
     run,
     runs,
+    send_event,
+    sleep,
     step,
+    wait_for_event,
 )
 
 
@@ -231,3 +237,130 @@ def test_the_body_is_stored_only_when_a_worker_may_need_it(zart_env, sql):
 
     body.detach(run_id="with-body")
     assert sql("SELECT body IS NOT NULL AS kept FROM runs WHERE run_id = 'with-body'") == [{"kept": True}]
+
+
+def test_a_rerun_naming_an_unknown_step_changes_nothing(zart_env, sql):
+    part, calls = counted_steps()
+
+    @durable("atomic-rerun")
+    def body():
+        return [part(i) for i in range(3)]
+
+    assert body() == [0, 1, 4]
+    before = sql("SELECT name, status, result FROM steps ORDER BY name")
+    with pytest.raises(UsageError, match="no step 'part-9'; nothing was changed"):
+        run("atomic-rerun").rerun(["part-0", "part-9", "part-2"])
+    assert sql("SELECT name, status, result FROM steps ORDER BY name") == before
+    assert sql("SELECT count(*) AS n FROM step_attempts")[0]["n"] == 0
+    assert run("atomic-rerun").status == "completed"
+    # the next execution returns the stored result, and no step ran again
+    assert body() == [0, 1, 4] and calls == ["part-0", "part-1", "part-2"]
+
+
+def test_rerun_and_retry_step_are_refused_while_the_run_is_executed(zart_env, sql):
+    seen = []
+
+    @step("peek")
+    def peek():
+        for change in (lambda: run("busy-ops").rerun(["first"]),
+                       lambda: run("busy-ops").retry_step("first")):
+            with pytest.raises(RunBusy, match="being executed"):
+                change()
+        seen.append(True)
+        return 2
+
+    @step("first")
+    def first():
+        return 1
+
+    @durable("busy-ops")
+    def body():
+        return first() + peek()
+
+    assert body() == 3 and seen == [True]
+    assert [s["name"] for s in run("busy-ops").steps] == ["first", "peek"]
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda: run(123), "run id must be a non-empty string, not 123"),
+    (lambda: run(""), "run id must be a non-empty string"),
+    (lambda: runs(limit=-1), "runs(limit=...) must be a whole number from 1"),
+    (lambda: runs(limit="10"), "runs(limit=...) must be a whole number from 1"),
+    (lambda: runs(status="done"), "unknown run status 'done'"),
+    (lambda: RetryPolicy(factor=-1), "RetryPolicy: factor must be a finite number >= 1"),
+    (lambda: RetryPolicy(retries=2.5), "RetryPolicy: retries must be a whole number"),
+    (lambda: RetryPolicy(delay=float("nan")), "RetryPolicy: delay must be a finite number"),
+    (lambda: RetryPolicy(jitter=2), "RetryPolicy: jitter must be a fraction"),
+    (lambda: sleep("x", 1e20), "sleep 'x': seconds must be a number of seconds between 0"),
+    (lambda: sleep("x", -1), "sleep 'x': seconds must be a number of seconds between 0"),
+    (lambda: sleep("x", "5"), "sleep 'x': seconds must be a number of seconds between 0"),
+    (lambda: wait_for_event("e", timeout=float("inf")), "timeout must be a number of seconds"),
+    (lambda: step(timeout=0)(len), "timeout must be a positive number of seconds"),
+    (lambda: step(timeout=True)(len), "timeout must be a positive number of seconds"),
+    (lambda: step(retry=-1)(len), "retry must be a number of retries"),
+    (lambda: step(""), "@step name must be a non-empty string"),
+    (lambda: durable("x", on_change="sometimes"), "on_change must be one of rerun, error, ignore"),
+    (lambda: durable("x", on_failure="fallback"), "on_failure must be a function"),
+    (lambda: durable("x", namespace=""), "namespace must be a non-empty string"),
+    (lambda: capture("c", 42), "capture('c', fn) needs a function to call"),
+    (lambda: send_event("r", ""), "event name must be a non-empty string"),
+])
+def test_bad_arguments_of_the_public_api_are_one_clear_line(zart_env, call, message):
+    with pytest.raises(UsageError) as caught:
+        call()
+    text = str(caught.value)
+    assert message in text and "\n" not in text
+
+
+def test_run_methods_take_one_pool_connection_at_a_time(zart_env, monkeypatch):
+    part, _ = counted_steps()
+
+    @durable("one-conn")
+    def body():
+        return [part(i) for i in range(2)]
+
+    body()
+    r = run("one-conn")
+    store = r.store
+    held = []
+    most = []
+    original = store.connection
+
+    @contextlib.contextmanager
+    def counting():
+        held.append(1)
+        most.append(len(held))
+        try:
+            with original() as conn:
+                yield conn
+        finally:
+            held.pop()
+
+    monkeypatch.setattr(store, "connection", counting)
+    r.steps, r.attempts("part-0"), r.row(), r.generation, r.step_result("part-1"), r.status
+    r.rerun(["part-0"])
+    assert most and max(most) == 1
+
+
+def test_a_user_exception_is_not_changed_by_storing_it(zart_env):
+    class Unpicklable(Exception):
+        def __reduce__(self):
+            raise TypeError("not today")
+
+    cause = Unpicklable("inner")
+    error = ValueError("outer")
+    error.__cause__ = cause
+
+    @step("fails")
+    def fails():
+        raise error
+
+    @durable("keeps-cause")
+    def body():
+        return fails()
+
+    with pytest.raises(ValueError, match="outer") as caught:
+        body()
+    assert caught.value is error and error.__cause__ is cause
+    with pytest.raises(ValueError, match="outer"):  # stored without the cause, replayed
+        run("keeps-cause").step_result("fails")

@@ -178,3 +178,25 @@ def test_closing_the_store_stops_its_listeners(zart_env):
 
     follower._thread.join(timeout=5)
     assert not follower._thread.is_alive()
+
+
+def test_a_refused_statement_is_a_store_error_with_its_sqlstate_and_cause(zart_env):
+    from zart_nb.store import runs
+
+    with get_store().connection() as conn:
+        assert runs.claim(conn, run_id="r", name="r", namespace="default", input=b"", options={},
+                          owner="me", host="h", pid=1, lease=30, reopen=False) is not None
+        with pytest.raises(StoreError) as caught:  # runs.status has a CHECK constraint
+            runs.set_status(conn, "r", "me", "bogus")
+    assert caught.value.sqlstate == "23514"
+    assert isinstance(caught.value.__cause__, psycopg.errors.CheckViolation)
+    assert str(caught.value).startswith("the database refused [23514]: ")
+
+
+def test_every_named_query_is_run_by_a_store_module():
+    from zart_nb.store import events, gc, journal, payloads, progress, queue, runs, sql
+
+    assert {events, gc, journal, payloads, progress, queue, runs}  # imported: names declared
+    assert sql.unused_queries() == set()
+    with pytest.raises(KeyError):
+        sql.query("no_such_query")

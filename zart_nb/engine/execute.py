@@ -181,7 +181,8 @@ def _execute(request: RunRequest, *, restart: bool, wait: bool, reopen: bool,
         if claim.created and (request.source is not None or request.resumable):
             runs_db.keep_body(conn, request.run_id, _resumable_body(request),
                               request.source_text())
-        return _run_body(store, conn, request, Owner(request.run_id, claim.generation, owner))
+        return _run_body(store, conn, request, Owner(request.run_id, claim.generation, owner),
+                         fresh=claim.created)
 
 
 def _resumable_body(request: RunRequest) -> bytes | None:
@@ -242,10 +243,14 @@ def _dead_owner(row: RunRow) -> str | None:
     return None
 
 
-def _run_body(store: Store, conn: Connection, request: RunRequest, who: Owner) -> BodyResult:
+def _run_body(store: Store, conn: Connection, request: RunRequest, who: Owner, *,
+              fresh: bool = False) -> BodyResult:
+    """Execute the claimed run's body; ``fresh``: the claim created the run, whose journal
+    is empty (not read)."""
     ex = Execution(store, conn, who, name=request.name, on_change=request.options.on_change,
                    namespace=_namespace(request, store))
-    ex.load()
+    if not fresh:
+        ex.load()
     synchronous = request.options.durability == "sync"
     if not synchronous:
         journal_db.set_durability(conn, synchronous=False)
@@ -260,7 +265,9 @@ def _run_body(store: Store, conn: Connection, request: RunRequest, who: Owner) -
                 raise  # the database failed: nothing more can be stored (released below)
             except Exception as exc:
                 if request.on_failure is None:
-                    _finish(ex, "failed", error=exc)
+                    # the user's error is what they see, even when the database cannot
+                    # record it (the run is then released as failed, below)
+                    _quietly(_finish, ex, "failed", None, exc)
                     raise
                 value = request.on_failure(_input_of(request.args, request.kwargs), exc)
             placed, unstored = _placed_result(request, value)
@@ -301,7 +308,7 @@ def _placed_result(request: RunRequest, value: Any) -> tuple[payloads.Placed, st
     return payloads.place(encoded), None
 
 
-def _finish(ex: Execution, status: str, *, result: payloads.Placed | None = None,
+def _finish(ex: Execution, status: str, result: payloads.Placed | None = None,
             error: BaseException | None = None) -> None:
     placed = result
     with ex.lock:

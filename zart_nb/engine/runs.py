@@ -8,7 +8,6 @@ everything in one transaction, or nothing.
 from __future__ import annotations
 
 import functools
-import inspect
 import math
 import time
 from collections.abc import Callable
@@ -56,7 +55,7 @@ class DurableFunction:
                 run_id: str | None) -> RunRequest:
         return RunRequest(self.fn, self.durable_name,
                           self.durable_name if run_id is None else run_id, args, kwargs or {},
-                          self.options, self.on_failure, source=self._source)
+                          self.options, self.on_failure)
 
     def detach(self, *args: Any, run_id: str | None = None, restart: bool = False,
                **kwargs: Any) -> Run:
@@ -72,11 +71,6 @@ class DurableFunction:
         self.last_report = outcome.report
         return outcome
 
-    def _source(self) -> str | None:
-        try:
-            return inspect.getsource(self.fn)
-        except (OSError, TypeError):
-            return None
 
 
 @overload
