@@ -25,7 +25,7 @@ from ..errors import CodeChanged, PayloadError, StepFailed, UsageError
 from ..store import queries
 from ..store.notify import listener
 from . import hooks
-from .fingerprint import code_fingerprint
+from .fingerprint import arguments_fingerprint, code_fingerprint
 from .journal import Execution, current, in_step
 from .model import Entry, RetryPolicy
 from .steps import NamedCall, StepFunction
@@ -127,7 +127,7 @@ def schedule(fn: Callable | StepFunction | NamedCall, *args: Any, **kwargs: Any)
             named = f"{named}-{number}"
     seq = ex.claim_name(named)
     code_fp = code_fingerprint(fn.fn)
-    args_fp = codec.fingerprint((args, kwargs), owner=f"child {named!r}")
+    args_fp = arguments_fingerprint(args, kwargs, owner=f"child {named!r}")
     handle = StepHandle(named, ex.run_id)
     entry = ex.journal.get(named)
     if entry is not None and entry.status in ("scheduled", "running"):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from ..errors import UsageError
+from .fingerprint import comparable
 
 T = TypeVar("T")
 
@@ -139,10 +140,15 @@ class Entry:
     not_before: Any = None
 
     def change(self, code_fp: bytes, args_fp: bytes, *, inputs: str = "arguments") -> str | None:
-        """What changed since this entry was recorded: "code", ``inputs``, or None."""
-        if self.code_fp is not None and self.code_fp != code_fp:
+        """What changed since this entry was recorded: "code", ``inputs``, or None.
+
+        A fingerprint recorded by an older scheme cannot be compared with today's: it
+        counts as unchanged, since a completed step never running again is the promise
+        that matters most (docs/decisions.md).
+        """
+        if self.code_fp is not None and comparable(self.code_fp, code_fp) and self.code_fp != code_fp:
             return "code"
-        if self.args_fp is not None and self.args_fp != args_fp:
+        if self.args_fp is not None and comparable(self.args_fp, args_fp) and self.args_fp != args_fp:
             return inputs
         return None
 

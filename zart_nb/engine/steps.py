@@ -16,9 +16,8 @@ import threading
 import time
 from typing import Any, Callable
 
-from .. import codec
 from ..errors import CodeChanged, PayloadError, StepFailed, StepTimedOut, TemplateError, UsageError
-from .fingerprint import code_fingerprint
+from .fingerprint import arguments_fingerprint, code_fingerprint
 from .journal import Execution, StepContext, _in_step, current, one_line, utcnow
 from .model import Err, Failed, Ok, Outcome, RetryPolicy
 
@@ -176,7 +175,7 @@ def run_step(ex: Execution, step: StepFunction, name: str, args: tuple, kwargs: 
     """Replay ``name`` from the journal, or execute it and commit its outcome."""
     seq = ex.claim_name(name)
     code_fp = code_fingerprint(step.fn)
-    args_fp = codec.fingerprint((args, kwargs), owner=f"step {name!r}")
+    args_fp = arguments_fingerprint(args, kwargs, owner=f"step {name!r}")
     entry = ex.journal.get(name)
     first_attempt = 1
     executed = ex.report.executed
