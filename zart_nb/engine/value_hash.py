@@ -16,8 +16,9 @@ insertions, a default repr holds a memory address. The encoding:
   paths, Enum members, ranges, slices, compiled regexes, ``functools.partial``;
 - numpy arrays by dtype, shape and a hash of their buffer (no copy when C-contiguous;
   object arrays item by item); pandas frames, series, indexes and arrays column by
-  column, from their buffers. Neither library is imported here: they are recognised
-  by their types' modules and taken from ``sys.modules``;
+  column, from their buffers and public parts (never from pandas' own hash functions,
+  whose results pandas does not promise to keep). Neither library is imported here:
+  they are recognised by their types' modules and taken from ``sys.modules``;
 - instances of classes written in Python by their type's module and qualname and their
   ``__dict__`` and ``__slots__``; anything else through ``copyreg``'s table or
   ``__reduce_ex__(5)``, its parts hashed the same way;
@@ -44,6 +45,7 @@ import functools
 import hashlib
 import pickle
 import re
+import struct
 import sys
 import types
 import uuid
@@ -58,7 +60,9 @@ DIGEST_SIZE = 16
 # A buffer larger than this is hashed on its own (no copy into the encoding) and only
 # its digest joins the encoding; smaller ones are copied, which is cheaper than a hash.
 _LARGE = 1 << 14
-_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class written in Python
+_HEAP_TYPE = 1 << 9  # Py_TPFLAGS_HEAPTYPE: a class created at run time
+_IMMUTABLE_TYPE = 1 << 8  # Py_TPFLAGS_IMMUTABLETYPE: set on C types, never on Python classes
+_POINTER = struct.calcsize("P")
 _SORTABLE = (str, int, bytes)  # exact types whose order is total and process-independent
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -145,7 +149,7 @@ class _Walk:
         self.strict = strict
         self.parts: list = []
         self.path: dict[int, int] = {}  # id of a container on the path -> its depth
-        self.buffers: dict[int, bytes] = {}  # id of an array -> digest of its buffer
+        self.buffers: dict[int, tuple] = {}  # id of an array -> (the array, its buffer's digest)
 
     def finish(self) -> bytes:
         return _blake(b"".join(self.parts)).digest()
@@ -522,11 +526,10 @@ class _Walk:
                 exc.segments.append(".flat")
                 raise
             return
-        digest = self.buffers.get(id(a))
-        if digest is None:
-            digest = _array_digest(np, a)
-            self.buffers[id(a)] = digest
-        self.parts.append(digest)
+        known = self.buffers.get(id(a))
+        if known is None:  # the array is kept with its digest: its id stays its own
+            known = self.buffers[id(a)] = (a, _array_digest(np, a))
+        self.parts.append(known[1])
 
     def numpy_scalar(self, v) -> None:
         self.parts.append(b"a")
@@ -572,24 +575,37 @@ class _Walk:
             self.pandas_array(v.array)
 
     def pandas_ndarray(self, a) -> None:
+        """An ndarray from pandas: a text column is hashed from its joined text (C
+        loops), not string by string."""
         pd = sys.modules["pandas"]
-        if a.dtype.hasobject and a.ndim == 1 and pd.api.types.infer_dtype(a) in ("string", "empty"):
-            # text columns: pandas' own vectorised (siphash, fixed key) hash of each item
-            self.parts.append(b"Ps%d;" % len(a))
-            self.ndarray(pd.util.hash_array(a, categorize=False))
+        if a.dtype.hasobject and a.ndim == 1 and pd.api.types.infer_dtype(a, skipna=False) == "string":
+            np = sys.modules["numpy"]
+            h = _blake()
+            h.update(np.fromiter(map(len, a), dtype=np.int64, count=len(a)))
+            h.update("".join(a).encode("utf-8", "surrogatepass"))
+            self.parts.append(b"Ps%d;" % len(a) + h.digest())
         else:
             self.ndarray(a)
 
     def pandas_array(self, arr) -> None:
+        """A pandas ExtensionArray, from its public parts: a categorical's categories and
+        codes, the integers behind datetimes and periods, values and mask of nullable
+        numbers, else its values as numpy gives them."""
         pd = sys.modules["pandas"]
+        np = sys.modules["numpy"]
         self.parts.append(b"PA")
         self.text(str(arr.dtype))
         if isinstance(arr, pd.Categorical):
             self.parts.append(b"%d;" % arr.ordered)
             self.pandas(arr.categories)
             self.ndarray(arr.codes)
-        else:  # datetimes with a zone, nullable ints, strings…: pandas' hash of each item
-            self.ndarray(pd.util.hash_array(arr, categorize=False))
+        elif isinstance(arr, (pd.arrays.DatetimeArray, pd.arrays.TimedeltaArray, pd.arrays.PeriodArray)):
+            self.ndarray(arr.asi8)
+        elif isinstance(arr, (pd.arrays.IntegerArray, pd.arrays.FloatingArray, pd.arrays.BooleanArray)):
+            self.ndarray(arr.isna())
+            self.ndarray(arr.to_numpy(dtype=arr.dtype.numpy_dtype, na_value=arr.dtype.numpy_dtype.type(0)))
+        else:
+            self.pandas_ndarray(np.asarray(arr))
 
 
 _ABSENT = object()
@@ -777,7 +793,14 @@ def _classify(t: type) -> Callable[[_Walk, Any], None]:
 
 
 def _written_in_python(t: type) -> bool:
-    """Instances keep all their state in ``__dict__`` and slots, and pickle by default."""
-    return (all(k.__flags__ & _HEAP_TYPE for k in t.__mro__[:-1])
+    """Instances keep all their state in ``__dict__`` and slots, and pickle by default.
+
+    Classes written in Python are heap types that stay mutable, and their instances
+    are no larger than an object with its slots, dict and weakref pointers; a C type
+    (a lock, a socket's base) fails one of these, and goes through its reduce, which
+    refuses what has hidden state."""
+    return (all(k.__flags__ & _HEAP_TYPE and not k.__flags__ & _IMMUTABLE_TYPE
+                for k in t.__mro__[:-1])
+            and t.__basicsize__ <= object.__basicsize__ + _POINTER * (len(_slots(t)) + 2)
             and t.__reduce_ex__ is object.__reduce_ex__ and t.__reduce__ is object.__reduce__
             and getattr(t, "__getstate__", None) is getattr(object, "__getstate__", None))
