@@ -614,15 +614,21 @@ _PLAIN_DEPTH = 4
 
 def _plain(v: Any, parts: list, depth: int) -> bool:
     """The fast path: encode ``v`` into ``parts`` as ``_Walk`` would, when it is made of
-    str, int, float, bool and None in tuples, lists and str-keyed dicts (a step's usual
-    arguments); False as soon as it is not (``parts`` is then to be thrown away). No
+    str, int, float, bool and None in tuples, lists, sets of str or int and str-keyed
+    dicts (a step's usual arguments); False as soon as it is not (``parts`` is then to be thrown away). No
     cycle can go unnoticed: one would go deeper than ``_PLAIN_DEPTH``."""
     append = parts.append
     t = type(v)
-    if t is tuple or t is list:
+    if t is tuple or t is list or t is set or t is frozenset:
         if depth > _PLAIN_DEPTH:
             return False
-        append((b"t%d;" if t is tuple else b"l%d;") % len(v))
+        if t is tuple or t is list:
+            append((b"t%d;" if t is tuple else b"l%d;") % len(v))
+        elif not v or _one_sortable_type(v):  # a set of str or of int: sorted, as unordered() does
+            append((b"e%d;" if t is set else b"z%d;") % len(v))
+            v = sorted(v)
+        else:
+            return False
         for item in v:
             kind = type(item)
             if kind is int:
