@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from zart_nb.engine.fingerprint import SCHEME, arguments_fingerprint, value_fingerprint
-from zart_nb.engine.value_hash import ValueHasher, _Walk
+from zart_nb.engine.value_hash import ValueHasher, Walk
 from zart_nb.errors import PayloadError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -193,7 +193,7 @@ def test_cell_inputs_count_what_has_no_canonical_form_by_its_type():
     ((-(10 ** 5000), "\ud800", float("nan"), -0.0), {}),
 ])
 def test_the_shortcut_for_plain_arguments_encodes_as_the_general_walk(plain):
-    walk = _Walk(ValueHasher(), strict=True)
+    walk = Walk(ValueHasher(), strict=True)
     walk.feed(plain)
     assert arguments_fingerprint(*plain, owner="s") == fp(plain) == bytes([SCHEME]) + walk.finish()
 

@@ -33,7 +33,8 @@ import weakref
 from typing import Any, Callable
 
 from ..errors import PayloadError
-from .value_hash import ValueHasher, type_path
+from .value_hash import ValueHasher
+from .value_kinds import type_path
 
 SCHEME = 2
 _LEGACY_SIZE = 16  # scheme 1: a bare 16-byte blake2b
