@@ -79,7 +79,7 @@ def one_sortable_type(items) -> bool:
     return len(kinds) == 1 and kinds.pop() in _SORTABLE
 
 
-def scalar_repr(walk: Encoding, v) -> None:  # complex
+def scalar_repr(walk: Encoding, v: complex) -> None:
     walk.parts.append(b"c%a;" % v)
 
 
@@ -197,6 +197,7 @@ def a_code(walk: Encoding, v: types.CodeType) -> None:
 
 
 def text_bytes(walk: Encoding, b: bytes) -> None:
+    """Length-prefixed bytes: what a code hook gave."""
     walk.parts.append(b"%d:" % len(b))
     walk.parts.append(b)
 
