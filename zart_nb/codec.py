@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import io
 import os
 import pickle
 import stat
 import sys
-import threading
 import types
 from collections.abc import Iterator
 from pathlib import Path
@@ -148,51 +146,8 @@ def open_envelope(data: bytes | memoryview, *, what: str = "payload") -> memoryv
 
 
 def digest(data: bytes | memoryview) -> bytes:
-    """Content hash used for payload addresses and argument fingerprints."""
+    """Content hash used for payload addresses."""
     return hashlib.blake2b(data, digest_size=16).digest()
-
-
-_fast = threading.local()
-
-
-def fingerprint(value: Any, *, owner: str = "") -> bytes:
-    """Content hash of a value's pickle (not signed: only the hash is stored).
-
-    Pickled without its memo ("fast" mode) where it can be: otherwise an object met
-    twice is written once, so a value built from results still shared in memory
-    would hash differently from the same value built from results loaded from the
-    journal, and a completed step would look changed on replay. Cyclic values need
-    the memo: they are hashed with it.
-    """
-    reused = getattr(_fast, "pickler", None)
-    if reused is not None:  # every step call hashes its arguments: reuse one pickler
-        _fast.pickler = None  # (taken while in use: a nested call makes its own)
-        buffer, pickler = reused
-        buffer.seek(0)
-        buffer.truncate()
-        try:
-            pickler.dump(value)
-            return digest(buffer.getbuffer())
-        except Exception:  # not plain pickle data: the general path below
-            pass
-        finally:
-            _fast.pickler = reused
-    last: Exception | None = None
-    for pickler_class, fast in ((pickle.Pickler, True), (cloudpickle.Pickler, True),
-                                (cloudpickle.Pickler, False)):
-        buffer = io.BytesIO()
-        pickler = pickler_class(buffer, protocol=_PROTOCOL)
-        pickler.fast = fast
-        try:
-            pickler.dump(value)
-        except Exception as exc:  # pickling raises many kinds of errors (cycles in fast mode)
-            last = exc
-            continue
-        if pickler_class is pickle.Pickler and reused is None:
-            _fast.pickler = (buffer, pickler)
-        return digest(buffer.getbuffer())
-    reason = unpicklable_reason(value, "arguments", last)
-    raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
 
 
 def unpicklable_reason(value: Any, path: str, exc: BaseException | None, depth: int = 0) -> str:

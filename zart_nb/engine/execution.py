@@ -31,6 +31,7 @@ from ..store import runs as runs_db
 from ..store.connection import Store
 from ..store.records import JournalEntry, Owner, StepFailure
 from ..store.sql import Connection
+from .fingerprint import comparable
 from .leases import InflightWatch
 from .model import OnChange, Report, StepContext
 
@@ -145,7 +146,7 @@ class Execution:
             self.report.executed.append(name)
             return Decision("run", seq, None, 1)
         if entry.status == "completed":
-            changed = _change(entry, code_fp, args_fp, inputs)
+            changed = what_changed(entry, code_fp, args_fp, inputs)
             if changed is None or self.on_change == "ignore":
                 self.report.replayed.append(name)
                 return Decision("replay", seq, entry, entry.attempts)
@@ -268,14 +269,24 @@ class Execution:
                              sqlstate=exc.sqlstate) from exc.__cause__
 
 
-def _change(entry: JournalEntry, code_fp: bytes | None, args_fp: bytes | None,
+def what_changed(entry: JournalEntry, code_fp: bytes | None, args_fp: bytes | None,
             inputs: str) -> str | None:
-    """What changed since ``entry`` was recorded: "code", ``inputs``, or None."""
-    if entry.code_fp is not None and code_fp is not None and entry.code_fp != code_fp:
+    """What changed since ``entry`` was recorded: "code", ``inputs``, or None.
+
+    A fingerprint recorded by an older scheme cannot be compared with today's: it counts
+    as unchanged, since a completed step never running again is the promise that matters
+    most (docs/decisions.md).
+    """
+    if _differs(entry.code_fp, code_fp):
         return "code"
-    if entry.args_fp is not None and args_fp is not None and entry.args_fp != args_fp:
+    if _differs(entry.args_fp, args_fp):
         return inputs
     return None
+
+
+def _differs(recorded: bytes | None, current: bytes | None) -> bool:
+    return (recorded is not None and current is not None and comparable(recorded, current)
+            and recorded != current)
 
 
 def one_line(error: BaseException) -> str:

@@ -28,7 +28,7 @@ from ..store.notify import listener
 from ..store.records import ChildOutcome, JournalEntry, NewChild
 from . import hooks
 from .execution import Execution, body_execution
-from .fingerprint import code_fingerprint
+from .fingerprint import arguments_fingerprint, code_fingerprint
 from .model import Err, Ok, Outcome
 from .steps import NamedCall, StepFunction
 from .worker import local_pool
@@ -112,7 +112,7 @@ def schedule(fn: Callable[..., Any] | StepFunction | NamedCall, *args: Any,
             kids.counters[named] = number + 1
             named = f"{named}-{number}"
     code_fp = code_fingerprint(fn.fn)
-    args_fp = codec.fingerprint((args, kwargs), owner=f"child {named!r}")
+    args_fp = arguments_fingerprint(args, kwargs, owner=f"child {named!r}")
     decision = ex.lookup(named, code_fp, args_fp, what="child")
     handle = StepHandle(named, ex.run_id)
     if decision.action == "pending":

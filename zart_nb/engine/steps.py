@@ -16,11 +16,10 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any, overload
 
-from .. import codec
 from ..errors import PayloadError, StepFailed, StepTimedOut, TemplateError, UsageError
 from ..names import check_name
 from .execution import Execution, body_execution, one_line, step_scope, utcnow
-from .fingerprint import code_fingerprint
+from .fingerprint import arguments_fingerprint, code_fingerprint
 from .model import Err, Failed, Ok, Outcome, RetryPolicy, StepContext
 from .timeouts import TimedOut, call_with_timeout
 
@@ -194,7 +193,7 @@ def run_step(ex: Execution, step: StepFunction, name: str, args: tuple[Any, ...]
              kwargs: dict[str, Any]) -> Outcome:
     """Replay ``name`` from the journal, or execute it and commit its outcome."""
     code_fp = code_fingerprint(step.fn)
-    args_fp = codec.fingerprint((args, kwargs), owner=f"step {name!r}")
+    args_fp = arguments_fingerprint(args, kwargs, owner=f"step {name!r}")
     decision = ex.lookup(name, code_fp, args_fp)
     if decision.action == "replay":
         assert decision.entry is not None

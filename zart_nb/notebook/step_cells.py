@@ -17,7 +17,6 @@ Cells of a run can be executed in any order, one at a time, in any kernel.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import types
@@ -28,7 +27,7 @@ from typing import Any
 from .. import codec
 from ..engine.execute import RunRequest
 from ..engine.execution import current, utcnow
-from ..engine.fingerprint import code_fingerprint
+from ..engine.fingerprint import value_fingerprint
 from ..engine.model import OnChange, Options
 from ..engine.runs import Run
 from ..engine.steps import StepFunction
@@ -232,33 +231,11 @@ class StoredDisplay:
 # -- fingerprints of the values a cell reads ----------------------------------------
 
 def inputs_fingerprint(shell: Any, reads: list[str]) -> bytes:
-    """Hash of the values of ``reads`` present in the namespace (absent ones count too)."""
-    h = hashlib.blake2b(digest_size=16)
+    """Fingerprint of the values of ``reads`` present in the namespace (absent ones count
+    too); functions and classes by their code, a value without a canonical form by its type."""
     ns = shell.user_ns
-    for name in sorted(reads):
-        if is_hidden(shell, name):
-            continue
-        h.update(name.encode() + b"\0")
-        h.update(value_fingerprint(ns[name]) if name in ns else b"<absent>")
-    return h.digest()
-
-
-def value_fingerprint(value: Any) -> bytes:
-    """Content hash of a value; functions by their code (stable across kernel restarts)."""
-    if isinstance(value, types.ModuleType):
-        return b"module:" + value.__name__.encode()
-    if isinstance(value, (types.FunctionType, StepFunction)):
-        return b"code:" + code_fingerprint(value)
-    if isinstance(value, type) and value.__module__ == "__main__":
-        h = hashlib.blake2b(value.__qualname__.encode(), digest_size=16)
-        for attr, member in sorted(vars(value).items()):
-            if isinstance(member, types.FunctionType):
-                h.update(attr.encode() + code_fingerprint(member))
-        return b"class:" + h.digest()
-    try:
-        return codec.fingerprint(value)
-    except PayloadError:  # cannot be hashed by content: taken as unchanged
-        return b"unpicklable:" + type(value).__qualname__.encode()
+    return value_fingerprint(tuple((name, ns[name]) if name in ns else (name,)
+                                   for name in sorted(reads) if not is_hidden(shell, name)))
 
 
 # -- functions and classes unpickled into the notebook's namespace ------------------
