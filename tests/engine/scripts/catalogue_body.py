@@ -27,8 +27,8 @@ from pathlib import PurePosixPath
 import numpy as np
 import pandas as pd
 
-from zart_nb import schedule, step, wait
 from tests.helpers import execute
+from zart_nb import schedule, step, wait
 
 LOG = sys.argv[2] if len(sys.argv) > 2 else "/dev/null"
 SENTINEL = object()
