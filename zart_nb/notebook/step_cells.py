@@ -102,7 +102,7 @@ class StepCellBody:
             with Recorder(self.shell) as recorder:
                 value = self.cell.run(self.shell.user_ns)
         finally:
-            ex.ended()
+            ex.ended(name)
         record = self._record(value, recorder, started_at, time.monotonic() - t0)
         if record is None:
             return
