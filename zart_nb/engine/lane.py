@@ -29,6 +29,7 @@ from ..errors import Suspend
 from ..store.journal import Completion
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 class AsyncLane:
@@ -130,10 +131,12 @@ class Awaited(Coroutine[Any, Any, T]):
     too), delegating to the coroutine it wraps.
     """
 
-    __slots__ = ("_coro", "_lane", "started", "what")
+    __slots__ = ("_coro", "_inner", "_lane", "started", "what")
 
-    def __init__(self, coro: Coroutine[Any, Any, T], what: str, lane: AsyncLane) -> None:
+    def __init__(self, coro: Coroutine[Any, Any, T], what: str, lane: AsyncLane,
+                 inner: Coroutine[Any, Any, Any] | None = None) -> None:
         self._coro = coro
+        self._inner = inner  # the coroutine ``coro`` awaits, closed with it
         self._lane = lane
         self.what = what
         self.started = False
@@ -156,10 +159,22 @@ class Awaited(Coroutine[Any, Any, T]):
 
     def close(self) -> None:
         self._coro.close()
+        if self._inner is not None and not self.started:
+            self._inner.close()
 
     def __await__(self) -> Generator[Any, None, T]:
         self._start()
         return self._coro.__await__()
+
+    def then(self, fn: Callable[[T], U]) -> Awaited[U]:
+        """The awaitable of ``fn(this one's result)``, standing for this one."""
+        inner = self._coro
+
+        async def after() -> U:
+            return fn(await inner)
+
+        self._lane.issued.pop(id(self), None)
+        return Awaited(after(), self.what, self._lane, inner)
 
     def __repr__(self) -> str:
         return f"<awaitable {self.what}>"

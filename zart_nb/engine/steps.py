@@ -28,7 +28,7 @@ from ..store.records import JournalEntry
 from .effects import Call, Commit, Io, Pause, Steps, adrive, drive
 from .execution import Decision, Execution, body_execution, one_line, utcnow
 from .fingerprint import code_fingerprint
-from .lane import is_async_callable
+from .lane import Awaited, is_async_callable
 from .model import Err, Failed, Ok, Outcome, RetryPolicy, StepContext
 from .timeouts import TimedOut
 
@@ -195,6 +195,8 @@ def _then(result: Called, then: Callable[[Outcome], Any]) -> Any:
     """``then(outcome)``, now or once the awaitable outcome of an async step is there."""
     if isinstance(result, (Ok, Err, Failed)):
         return then(result)
+    if isinstance(result, Awaited):  # in a body: still named if it is never awaited
+        return result.then(then)
 
     async def later() -> Any:
         return then(await result)
