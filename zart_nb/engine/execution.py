@@ -274,7 +274,11 @@ class Execution:
             raise Suspend(f"run {self.run_id!r} is no longer owned by this process")
 
     def write_completions(self, done: list[Completion]) -> None:
-        """Commit several results in one statement (async steps that completed together)."""
+        """Commit several results in one statement (async steps that completed together;
+        one alone goes by the single-row statement, about half the cost)."""
+        if len(done) == 1:
+            self.write_completion(done[0])
+            return
         names = ", ".join(repr(d.name) for d in done[:3]) + (", …" if len(done) > 3 else "")
         if not self._write(f"steps {names}", journal_db.complete_many, self.who, done):
             raise Suspend(f"run {self.run_id!r} is no longer owned by this process")
