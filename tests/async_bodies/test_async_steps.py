@@ -345,3 +345,20 @@ def test_results_that_do_not_pickle_fail_the_step_not_the_batch(zart_env):
     statuses = {s["name"]: s["status"] for s in run("unpicklable").steps}
     assert statuses == {"value-0": "completed", "value-1": "completed", "value-2": "failed",
                         "value-3": "completed"}
+
+
+def test_an_async_on_failure_handler_is_awaited(zart_env):
+    @step
+    async def broken():
+        raise KeyError("missing")
+
+    async def fallback(run_input, error):
+        await asyncio.sleep(0)
+        return {"input": run_input, "error": type(error).__name__}
+
+    @durable("handled", on_failure=fallback)
+    async def body(n):
+        return await broken()
+
+    assert asyncio.run(body(7)) == {"input": 7, "error": "KeyError"}
+    assert run("handled").status == "completed"

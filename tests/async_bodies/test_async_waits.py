@@ -190,3 +190,19 @@ async def execute_async_body(body):
     from zart_nb.engine.execute import RunRequest, execute_async
 
     return await execute_async(RunRequest(body, "interrupted", "interrupted"))
+
+
+def test_a_detached_async_body_runs_on_a_worker(env, workers, tmp_path):
+    env(ZART_WORKERS=0)
+    workers.start(1)
+    log = str(tmp_path / "children.log")
+
+    @durable("detached-async")
+    async def body(n):
+        squares = await asyncio.gather(*(children.square(log, i) for i in range(n)))
+        await sleep("settle", 0.05)
+        return [s[0] for s in squares]
+
+    handle = body.detach(3)
+    assert handle.result(timeout=60) == [0, 1, 4]
+    assert [s["name"] for s in handle.steps] == ["square-0", "square-1", "square-2", "settle"]

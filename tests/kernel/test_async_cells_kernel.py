@@ -218,3 +218,23 @@ def test_an_awaiting_cell_with_autoawait_off_is_refused_in_one_line(kernel):
     r = kernel.execute("%%zart_durable no-await\nimport asyncio\nawait asyncio.sleep(0)")
     assert r.status == "error"
     assert "uses await, which needs IPython's autoawait on asyncio" in r.stderr
+
+
+def test_zart_resume_executes_a_stopped_awaiting_cell_again(kernels, tmp_path):
+    log = tmp_path / "effects.txt"
+    first = kernels()
+    setup(first, log, 0.3)
+    cell = CELL.format(name="resumable", n=5)
+    h = first.submit(cell)
+    first.collect(h, timeout=60, stop_when=lambda r: "fetched" in r.stdout)
+    first.kill_hard()
+
+    second = kernels()
+    setup(second, log, 0.3)
+    r = second.execute("%zart_resume resumable", timeout=60, check=True)
+
+    assert "resuming run 'resumable'" in r.stdout
+    assert r.result == {"text/plain": "30"}
+    assert "fetched" in r.stdout  # the output of the resumed cell shows in this cell
+    assert second.execute("total", check=True).result == {"text/plain": "30"}
+    assert set(counts(log)) == set(range(5))
