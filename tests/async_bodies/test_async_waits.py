@@ -206,3 +206,22 @@ def test_a_detached_async_body_runs_on_a_worker(env, workers, tmp_path):
     handle = body.detach(3)
     assert handle.result(timeout=60) == [0, 1, 4]
     assert [s["name"] for s in handle.steps] == ["square-0", "square-1", "square-2", "settle"]
+
+
+def test_concurrent_fan_outs_in_one_body_each_get_their_children(env, tmp_path):
+    env(ZART_WORKERS=2)
+    log = str(tmp_path / "children.log")
+
+    async def fan_out(first):
+        handles = []
+        for i in range(first, first + 3):
+            handles.append(schedule(children.square, log, i))
+            await asyncio.sleep(0)  # the other fan-out schedules meanwhile
+        return [r[0] for r in await wait(handles)]
+
+    @durable("two-fan-outs")
+    async def body():
+        return await asyncio.gather(fan_out(0), fan_out(10))
+
+    assert asyncio.run(body()) == [[0, 1, 4], [100, 121, 144]]
+    assert len(Path(log).read_text().splitlines()) == 6

@@ -328,8 +328,8 @@ def _run_body(store: Store, conn: Connection, request: RunRequest, who: Owner, *
         with executing(ex):
             try:
                 value = yield from _body_value(request)
-                if ex.children is not None and ex.children.pending:
-                    yield Io(ex.children.flush, ex)  # scheduled and never waited for: queued
+                if ex.children is not None and ex.children.pending:  # scheduled, never waited for
+                    yield Io(ex.children.insert, ex, ex.children.take())
             except StoreError:
                 raise  # the database failed: nothing more can be stored (released below)
             except Exception as exc:

@@ -73,11 +73,18 @@ class Children:
         return found[1]
 
     def flush(self, ex: Execution) -> None:
-        if not self.pending:
-            return
+        self.insert(ex, self.take())
+
+    def take(self) -> list[NewChild]:
+        """The buffered children, the buffer emptied (on the body's thread: an async body
+        may schedule more while these are inserted on its I/O thread)."""
         batch, self.pending = self.pending, []
-        ex.read(queue_db.insert, ex.who, ex.namespace, batch)
-        ensure_local_workers(ex)
+        return batch
+
+    def insert(self, ex: Execution, batch: list[NewChild]) -> None:
+        if batch:
+            ex.read(queue_db.insert, ex.who, ex.namespace, batch)
+            ensure_local_workers(ex)
 
 
 def children_of(ex: Execution) -> Children:
@@ -156,7 +163,7 @@ def _collect(ex: Execution, items: list[StepHandle], single: bool,
              return_exceptions: bool) -> Steps[Any]:
     kids = children_of(ex)
     if kids.pending:
-        yield Io(kids.flush, ex)
+        yield Io(kids.insert, ex, kids.take())
     if not ex.progress_shown:  # a fully replayed fan-out shows its progress too
         ex.progress_shown = True
         hooks.progress(ex.run_id)
