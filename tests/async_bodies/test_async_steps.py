@@ -19,6 +19,7 @@ from zart_nb import (
     RetryPolicy,
     StepFailed,
     StepTimedOut,
+    StoreError,
     UsageError,
     context,
     durable,
@@ -362,3 +363,20 @@ def test_an_async_on_failure_handler_is_awaited(zart_env):
 
     assert asyncio.run(body(7)) == {"input": 7, "error": "KeyError"}
     assert run("handled").status == "completed"
+
+
+def test_commits_of_a_body_that_lost_its_run_write_nothing(zart_env, sql):
+    @step("late-{i}")
+    async def late(i):
+        await asyncio.sleep(0.2)
+        return i
+
+    @durable("taken-over")
+    async def body():
+        # another process takes the run over while the steps run (its lease had expired)
+        sql("UPDATE runs SET owner = 'elsewhere:1:x' WHERE run_id = 'taken-over'")
+        return await asyncio.gather(*(late(i) for i in range(5)))
+
+    with pytest.raises(StoreError, match="no longer owned by this process"):
+        asyncio.run(body())
+    assert sql("SELECT count(*) AS n FROM steps WHERE run_id = 'taken-over'")[0]["n"] == 0

@@ -41,8 +41,6 @@ class AsyncLane:
         self.tasks: set[asyncio.Task[Any]] = set()  # tasks that awaited a step, but the body's
         self.issued: dict[int, Awaited[Any]] = {}  # handed to the body, not awaited yet
         self.closed = False
-        self.statements = 0  # commit statements written, and the results they carried
-        self.committed = 0
         self._executor: ThreadPoolExecutor | None = None
         self._queue: list[tuple[Completion, asyncio.Future[None]]] = []
         self._write: Callable[[list[Completion]], None] | None = None
@@ -86,11 +84,9 @@ class AsyncLane:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(_own_copy(exc))
-                if not isinstance(exc, Exception):
+                if isinstance(exc, asyncio.CancelledError):  # the queue itself was cancelled
                     raise
                 continue
-            self.statements += 1
-            self.committed += len(batch)
             for _, future in batch:
                 if not future.done():
                     future.set_result(None)
