@@ -695,6 +695,70 @@ ERRORS = [
     """),
 ]
 
+# ---------------------------------------------------------------------------------------
+ASYNC = [
+    md("""
+    # 8. Async: `await` in durable cells
+
+    The clients of today's notebooks are async: `httpx.AsyncClient`, `AsyncOpenAI`,
+    `AsyncAnthropic`, database drivers. A `%%zart_durable` cell may use top-level
+    `await` like any cell: it becomes an **async durable body**, run on the kernel's own
+    event loop. A `@step` on an `async def` is awaited; `asyncio.gather` runs several
+    at once, and each is committed as soon as it completes (those that complete together
+    share one commit).
+
+    Names come from the step's template (`fetch-{city}`), never from the order in which
+    the steps complete, so a restart replays exactly the same steps.
+    """),
+    LOAD,
+    code("""
+    import asyncio
+    import random
+    from zart_nb import sleep, step
+
+    @step("fetch-{city}")
+    async def fetch_forecast(city):
+        print(f"fetching {city} ...")
+        await asyncio.sleep(random.uniform(0.2, 0.4))   # stands for `await client.get(...)`
+        return {"city": city, "high": 10 + len(city)}
+
+    @step
+    async def summarize(forecasts):
+        return max(forecasts, key=lambda f: f["high"])["city"]
+
+    cities = ["Oslo", "Lisbon", "Nairobi", "Lima", "Osaka", "Perth"]
+    """),
+    md("""
+    Six fetches of about 0.3 s each run concurrently: the cell takes well under the
+    1.8 s they would take one after the other.
+    """),
+    code("""
+    %%zart_durable weather
+    forecasts = await asyncio.gather(*(fetch_forecast(c) for c in cities))
+    await sleep("cool-down", 0.2)          # a durable sleep, awaited
+    warmest = await summarize(forecasts)
+    warmest
+    """),
+    code("""
+    print([f["city"] for f in forecasts])   # in the order of `cities`, whoever finished first
+    """),
+    md("""
+    ## Now try it
+
+    * **Restart the kernel and run all.** Every step and the sleep replay from the
+      journal: nothing is fetched again, and `forecasts` and `warmest` come back.
+    * **Interrupt it.** Run the cell with `--restart` and press the stop button while it
+      fetches: the steps that completed are kept; run the cell again to fetch the rest.
+    * **A sync step in an async cell** still works: it runs in place (and holds the
+      event loop while it does; `await asyncio.to_thread(...)` inside an async step
+      keeps the loop free for blocking calls).
+    * **Children may be async too:** `await wait([schedule(fetch_forecast, c) for c in
+      cities])` runs them on the workers, each on an event loop of its worker thread.
+    * **Forgot an `await`?** A step or sleep that is never awaited does not run; the cell
+      says which when it ends.
+    """),
+]
+
 NOTEBOOKS = {
     "01-quickstart.ipynb": QUICKSTART,
     "02-fan-out.ipynb": FAN_OUT,
@@ -705,6 +769,7 @@ NOTEBOOKS = {
     "06-approval-a.ipynb": APPROVAL_A,
     "06-approval-b.ipynb": APPROVAL_B,
     "07-error-handling.ipynb": ERRORS,
+    "08-async.ipynb": ASYNC,
 }
 
 

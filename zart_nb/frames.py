@@ -30,6 +30,17 @@ def call_site() -> tuple[str, int]:
     return (frame.f_code.co_filename, frame.f_lineno)
 
 
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes a ``warnings.warn`` of zart_nb's (called from the
+    caller of this function) point at the user's line."""
+    level = 1
+    frame: types.FrameType | None = sys._getframe(1)
+    while frame is not None and ours(frame.f_code):
+        frame = frame.f_back
+        level += 1
+    return level
+
+
 def users_frames(tb: types.TracebackType | None) -> types.TracebackType | None:
     """The chain ``tb`` without zart_nb's frames (a new chain; ``tb`` is left as it is)."""
     kept = []

@@ -1,7 +1,8 @@
 """Every example notebook executes cleanly in a real kernel, and shows what its text
 promises: replay after a restart, fan-out results in order, loops that replay the same
 data, step cells restored and followed downstream, one run shared by two notebooks,
-an approval answered from another notebook, the three kinds of outcome."""
+an approval answered from another notebook, the three kinds of outcome, a cell that
+awaits replayed by "Run all" in a fresh kernel."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ PROGRESS_ID = "zart_nb.notebook.progress.RunProgress"  # anywidget's _anywidget_
 
 EXAMPLES = ["01-quickstart.ipynb", "02-fan-out.ipynb", "03-durable-loops.ipynb",
             "04-step-cells.ipynb", "05-share-a-run-a.ipynb", "05-share-a-run-b.ipynb",
-            "06-approval-a.ipynb", "06-approval-b.ipynb", "07-error-handling.ipynb"]
+            "06-approval-a.ipynb", "06-approval-b.ipynb", "07-error-handling.ipynb",
+            "08-async.ipynb"]
 
 
 def summary(text: str, run_id: str) -> str:
@@ -260,3 +262,21 @@ def test_error_handling_shows_each_kind_of_outcome(run_notebook):
     assert "amounts: [3.5, 0.0, 1.25] | total: 4.75" in defaults
     assert "retyped: could not read it (could not convert string to float: '1,5')" in defaults
     assert done.result("%%zart_durable checkout") == "{'charged': False, 'reason': 'card declined'}"
+
+
+# -- 8. async ----------------------------------------------------------------------------
+def test_an_awaiting_cell_runs_then_replays_under_run_all(run_notebook):
+    first = clean(run_notebook("08-async.ipynb"))
+    body = first.text("%%zart_durable weather")
+    assert summary(body, "weather") == "0 replayed, 8 executed"  # 6 fetches, the sleep, summarize
+    assert body.count(" ...\n") == 6
+    cities = first.text("print([f[")
+    assert cities == "['Oslo', 'Lisbon', 'Nairobi', 'Lima', 'Osaka', 'Perth']\n"
+    assert first.result("%%zart_durable weather") == "'Nairobi'"
+
+    second = clean(run_notebook("08-async.ipynb"))  # a fresh kernel: "restart, run all"
+    body = second.text("%%zart_durable weather")
+    assert summary(body, "weather") == "8 replayed, 0 executed"
+    assert " ...\n" not in body  # nothing fetched again
+    assert second.text("print([f[") == cities
+    assert second.result("%%zart_durable weather") == "'Nairobi'"

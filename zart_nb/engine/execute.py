@@ -15,6 +15,12 @@ and its pid is gone, otherwise when its lease expires.
 Claiming a run is one statement (it creates the run, or takes it over); the body's
 source and pickle are kept once, when the claim created the run. One pool connection
 serves from the claim to the end of the body.
+
+An async body is awaited: ``execute_async`` / ``replay_async`` run it on the running
+event loop, and the execution's store calls on a thread of its own, so that the loop
+never waits for the database. The logic is one generator of effects (``_executing``,
+see effects.py) for both; ``execute`` of an async body from sync code runs it to its
+end on an event loop of its own (loops.py).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import psutil
 
 from .. import codec
 from ..errors import PayloadError, RunBusy, RunFailed, RunNotFound, StoreError, Suspend, UsageError
+from ..frames import user_stacklevel
 from ..names import check_name
 from ..store import journal as journal_db
 from ..store import payloads
@@ -39,8 +46,11 @@ from ..store.connection import Store, get_store
 from ..store.notify import listener
 from ..store.records import Claim, Owner, RunRow, StoredBody
 from ..store.sql import Connection
+from .effects import Call, Io, Notified, Settle, Steps, adrive, drive
 from .execution import Execution, encode_error, executing, one_line
+from .lane import AsyncLane, is_async_callable
 from .leases import Heartbeat
+from .loops import run_to_completion
 from .model import Options, Report
 
 HOST = socket.gethostname()
@@ -110,10 +120,21 @@ def execute(request: RunRequest, *, restart: bool = False, wait: bool = True,
 
     ``restart``: start the run afresh (a new generation) first. ``wait=False``: raise
     RunBusy instead of attaching to a run another process executes. ``on_attach`` is
-    called once with the run's row when this call attaches.
+    called once with the run's row when this call attaches. An async body runs to its
+    end on an event loop of its own (``execute_async`` awaits it on the caller's).
     """
-    return _execute(request, restart=restart, wait=wait, reopen=False, on_attach=on_attach,
-                    store=store)
+    return _run(request, lambda lane: _executing(
+        request, restart=restart, wait=wait, reopen=False, on_attach=on_attach, store=store,
+        lane=lane))
+
+
+async def execute_async(request: RunRequest, *, restart: bool = False, wait: bool = True,
+                        on_attach: Callable[[RunRow], None] | None = None,
+                        store: Store | None = None) -> BodyResult:
+    """``execute``, awaited on the running event loop (an async body's natural way)."""
+    return await _on_loop(lambda lane: _executing(
+        request, restart=restart, wait=wait, reopen=False, on_attach=on_attach, store=store,
+        lane=lane))
 
 
 def replay(request: RunRequest, *, restart: bool = False,
@@ -122,8 +143,33 @@ def replay(request: RunRequest, *, restart: bool = False,
     """Execute the body as its run, a completed run too: its completed steps replay, so that
     the body's own effects (a notebook's variables) come back in this process. A run
     another process executes is attached to; the caller executes it again once it ended."""
-    return _execute(request, restart=restart, wait=True, reopen=True, on_attach=on_attach,
-                    store=store)
+    return _run(request, lambda lane: _executing(
+        request, restart=restart, wait=True, reopen=True, on_attach=on_attach, store=store,
+        lane=lane))
+
+
+async def replay_async(request: RunRequest, *, restart: bool = False,
+                       on_attach: Callable[[RunRow], None] | None = None,
+                       store: Store | None = None) -> BodyResult:
+    """``replay``, awaited on the running event loop (a notebook cell that awaits)."""
+    return await _on_loop(lambda lane: _executing(
+        request, restart=restart, wait=True, reopen=True, on_attach=on_attach, store=store,
+        lane=lane))
+
+
+def _run(request: RunRequest, steps: Callable[[AsyncLane | None], Steps[BodyResult]]) -> BodyResult:
+    """From sync code: a sync body here, an async one on an event loop of its own."""
+    if is_async_callable(request.body):
+        return run_to_completion(_on_loop(steps))
+    return drive(steps(None))
+
+
+async def _on_loop(steps: Callable[[AsyncLane | None], Steps[BodyResult]]) -> BodyResult:
+    lane = AsyncLane()
+    try:
+        return await adrive(steps(lane), lane)
+    finally:
+        lane.close()
 
 
 def detach(request: RunRequest, *, restart: bool = False, store: Store | None = None) -> None:
@@ -153,36 +199,58 @@ def execute_claimed(store: Store, stored: StoredBody, owner: str) -> BodyResult:
     args, kwargs = codec.decode(stored.input or b"", what=f"input of {what}")
     request = RunRequest(body, stored.name, stored.run_id, args, kwargs,
                          Options.from_stored(stored.options, stored.namespace), on_failure)
-    with store.connection() as conn:
-        return _run_body(store, conn, request, Owner(stored.run_id, stored.generation, owner))
+    who = Owner(stored.run_id, stored.generation, owner)
+    return _run(request, lambda lane: _with_connection(
+        store, lambda conn: _run_body(store, conn, request, who, lane=lane)))
 
 
 def _namespace(request: RunRequest, store: Store) -> str:
     return request.options.namespace or store.settings.namespace
 
 
-def _execute(request: RunRequest, *, restart: bool, wait: bool, reopen: bool,
-             on_attach: Callable[[RunRow], None] | None, store: Store | None) -> BodyResult:
-    store = store or get_store()
-    owner = new_owner()
+def _executing(request: RunRequest, *, restart: bool, wait: bool, reopen: bool,
+               on_attach: Callable[[RunRow], None] | None, store: Store | None,
+               lane: AsyncLane | None) -> Steps[BodyResult]:
+    if store is None:
+        store = yield Io(get_store)
+    owned_by = new_owner()
     run_input = request.encoded_input()
-    with store.connection() as conn:
+
+    def claimed(conn: Connection) -> Steps[BodyResult]:
         if restart:
-            runs_db.restart(conn, request.run_id)
-        claim, ended = _acquire(store, conn, request, run_input, owner, wait=wait,
-                                reopen=reopen, on_attach=on_attach)
+            yield Io(runs_db.restart, conn, request.run_id)
+        claim, ended = yield from _acquire(store, conn, request, run_input, owned_by,
+                                           wait=wait, reopen=reopen, on_attach=on_attach)
         if claim is None:  # ended elsewhere, or completed before
             assert ended is not None
             if ended.input is not None and bytes(ended.input) != run_input:
                 warnings.warn(f"run {request.run_id!r} was executed with other arguments; this "
                               "returns its stored outcome (restart=True, or another run_id, "
-                              "runs it anew)", stacklevel=4)
-            return BodyResult(request.run_id, stored_outcome(conn, ended), Report(), attached=True)
+                              "runs it anew)", stacklevel=user_stacklevel())
+            value = yield Io(stored_outcome, conn, ended)
+            return BodyResult(request.run_id, value, Report(), attached=True)
         if claim.created and (request.source is not None or request.resumable):
-            runs_db.keep_body(conn, request.run_id, _resumable_body(request),
-                              request.source_text())
-        return _run_body(store, conn, request, Owner(request.run_id, claim.generation, owner),
-                         fresh=claim.created)
+            yield Io(runs_db.keep_body, conn, request.run_id, _resumable_body(request),
+                     request.source_text())
+        return (yield from _run_body(store, conn, request,
+                                     Owner(request.run_id, claim.generation, owned_by),
+                                     fresh=claim.created, lane=lane))
+
+    return (yield from _with_connection(store, claimed))
+
+
+def _with_connection(store: Store, work: Callable[[Connection], Steps[BodyResult]],
+                     ) -> Steps[BodyResult]:
+    """``work`` with one pool connection, taken and given back as store calls."""
+    holder = store.connection()
+    conn = yield Io(holder.__enter__)
+    try:
+        result = yield from work(conn)
+    except BaseException as exc:
+        yield Io(holder.__exit__, type(exc), exc, exc.__traceback__)  # raises, or returns False
+        raise
+    yield Io(holder.__exit__, None, None, None)
+    return result
 
 
 def _resumable_body(request: RunRequest) -> bytes | None:
@@ -195,24 +263,24 @@ def _resumable_body(request: RunRequest) -> bytes | None:
 
 
 def _acquire(store: Store, conn: Connection, request: RunRequest, run_input: bytes, owner: str,
-             *, wait: bool, reopen: bool,
-             on_attach: Callable[[RunRow], None] | None) -> tuple[Claim | None, RunRow | None]:
+             *, wait: bool, reopen: bool, on_attach: Callable[[RunRow], None] | None,
+             ) -> Steps[tuple[Claim | None, RunRow | None]]:
     """(the claim of the run, None), or (None, the final row of a run that ended)."""
-    def claim(dead_owner: str | None = None, *, reopen_now: bool = reopen) -> Claim | None:
-        return runs_db.claim(conn, run_id=request.run_id, name=request.name,
-                             namespace=_namespace(request, store), input=run_input,
-                             options=request.options.stored(), owner=owner, host=HOST,
-                             pid=os.getpid(), lease=store.settings.lease_seconds,
-                             reopen=reopen_now, dead_owner=dead_owner)
+    def claim(dead_owner: str | None = None, *, reopen_now: bool = reopen) -> Io:
+        return Io(runs_db.claim, conn, run_id=request.run_id, name=request.name,
+                  namespace=_namespace(request, store), input=run_input,
+                  options=request.options.stored(), owner=owner, host=HOST,
+                  pid=os.getpid(), lease=store.settings.lease_seconds, reopen=reopen_now,
+                  dead_owner=dead_owner)
 
-    first = claim()
+    first = yield claim()
     if first is not None:
         return first, None
     notes = None
     attached = False
     while True:
         token = notes.token(request.run_id) if notes is not None else 0
-        row = runs_db.get(conn, request.run_id)
+        row = yield Io(runs_db.get, conn, request.run_id)
         if row is None:
             raise RunNotFound(f"run {request.run_id!r} does not exist")
         if row.status == "cancelled":
@@ -221,19 +289,19 @@ def _acquire(store: Store, conn: Connection, request: RunRequest, run_input: byt
             return None, row
         if attached and row.status == "failed" and row.owner is None:
             return None, row
-        taken = claim(_dead_owner(row), reopen_now=reopen and not attached)
+        taken = yield claim(_dead_owner(row), reopen_now=reopen and not attached)
         if taken is not None:
             return taken, None
         if not wait:
             raise RunBusy(f"run {request.run_id!r} is being executed by {row.owner}; "
                           "attach to it to follow it")
         if notes is None:  # the first wait: listen from now on, then look again
-            notes = listener(store)
+            notes = yield Io(listener, store)
             continue
         if not attached and on_attach is not None:
             on_attach(row)
         attached = True
-        notes.wait(request.run_id, token, timeout=min(5.0, store.settings.lease_seconds / 3))
+        yield Notified(notes, request.run_id, token, min(5.0, store.settings.lease_seconds / 3))
 
 
 def _dead_owner(row: RunRow) -> str | None:
@@ -244,48 +312,66 @@ def _dead_owner(row: RunRow) -> str | None:
 
 
 def _run_body(store: Store, conn: Connection, request: RunRequest, who: Owner, *,
-              fresh: bool = False) -> BodyResult:
+              fresh: bool = False, lane: AsyncLane | None = None) -> Steps[BodyResult]:
     """Execute the claimed run's body; ``fresh``: the claim created the run, whose journal
-    is empty (not read)."""
+    is empty (not read). ``lane``: the body is async, awaited on that lane's loop."""
     ex = Execution(store, conn, who, name=request.name, on_change=request.options.on_change,
                    namespace=_namespace(request, store))
+    ex.lane = lane
     if not fresh:
-        ex.load()
+        yield Io(ex.load)
     synchronous = request.options.durability == "sync"
     if not synchronous:
-        journal_db.set_durability(conn, synchronous=False)
+        yield Io(journal_db.set_durability, conn, synchronous=False)
     heartbeat = Heartbeat(store, ex).start()
     try:
         with executing(ex):
             try:
-                value = request.body(*request.args, **request.kwargs)
-                if ex.children is not None:
-                    ex.children.flush(ex)  # scheduled and never waited for: still queued
+                value = yield from _body_value(request)
+                if ex.children is not None and ex.children.pending:  # scheduled, never waited for
+                    yield Io(ex.children.insert, ex, ex.children.take())
             except StoreError:
                 raise  # the database failed: nothing more can be stored (released below)
             except Exception as exc:
                 if request.on_failure is None:
                     # the user's error is what they see, even when the database cannot
                     # record it (the run is then released as failed, below)
-                    _quietly(_finish, ex, "failed", None, exc)
+                    yield Io(_quietly, _finish, ex, "failed", None, exc)
                     raise
-                value = request.on_failure(_input_of(request.args, request.kwargs), exc)
+                value = yield Call(request.on_failure, (_input_of(request.args, request.kwargs),
+                                                        exc))
             placed, unstored = _placed_result(request, value)
-            _finish(ex, "completed", result=placed)
+            yield Io(_finish, ex, "completed", placed)
         return BodyResult(request.run_id, value, ex.report, unstored=unstored)
     except Suspend as stop:
-        _release(ex, str(stop))
-        if ex.stop_reason == "cancelled" or _was_cancelled(ex):
+        yield Io(_release, ex, str(stop))
+        if ex.stop_reason == "cancelled" or (yield Io(_was_cancelled, ex)):
             raise RunFailed(f"run {request.run_id!r} was cancelled") from None
         raise StoreError(f"run {request.run_id!r}: {stop}") from None
-    except BaseException as exc:  # KeyboardInterrupt, SystemExit, lost database
-        _release(ex, f"interrupted: {one_line(exc)}")
+    except BaseException as exc:  # KeyboardInterrupt, SystemExit, CancelledError, lost database
+        yield Io(_release, ex, f"interrupted: {one_line(exc)}")
         raise
     finally:
         heartbeat.stop()
         ex.close()
         if not synchronous:
-            _quietly(journal_db.set_durability, conn, True)
+            yield Io(_quietly, journal_db.set_durability, conn, True)
+
+
+def _body_value(request: RunRequest) -> Steps[Any]:
+    """The body's value, once what it left behind ended: step tasks still running are
+    cancelled, queued commits written, and an awaitable it never awaited is an error."""
+    try:
+        value = yield Call(request.body, request.args, request.kwargs, body=True)
+    except BaseException:
+        yield Settle()
+        raise
+    forgotten = yield Settle()
+    if forgotten:
+        listed = ", ".join(forgotten[:3]) + (", …" if len(forgotten) > 3 else "")
+        raise UsageError(f"run {request.run_id!r}: the body never awaited {listed}, so it did "
+                         "not run; in an async body write `await` before the call")
+    return value
 
 
 def _input_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -7,10 +7,14 @@ error naming both call sites), and a report of what was replayed and executed.
 
 ``Execution.lookup`` is the one replay decision: steps, children, step cells, captures
 and waits all ask it what to do with a name, and it records the answer in the report.
+
+An async body's execution has a ``lane`` (engine/lane.py): its event loop, the thread
+its store calls run on, and the queue that commits async steps together.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import threading
 import time
@@ -29,9 +33,11 @@ from ..store import journal as journal_db
 from ..store import payloads
 from ..store import runs as runs_db
 from ..store.connection import Store
+from ..store.journal import Completion
 from ..store.records import JournalEntry, Owner, StepFailure
 from ..store.sql import Connection
 from .fingerprint import comparable
+from .lane import AsyncLane
 from .leases import InflightWatch
 from .model import OnChange, Report, StepContext
 
@@ -108,11 +114,13 @@ class Execution:
         self.used: dict[str, tuple[str, int]] = {}  # name -> (file, line) of its call
         self.seq = 0
         self.stop_reason: str | None = None  # set by the heartbeat: cancelled, lease lost
-        self.inflight: tuple[str, int, float] | None = None  # (step, attempt, since)
+        self.running: dict[str, tuple[str, int, float]] = {}  # steps in flight, oldest first
         self.watch: InflightWatch | None = None
         self.children: Any = None  # fanout's buffer of children, once the body schedules
         self.progress_shown = False
         self.lock = threading.Lock()  # the body connection, shared with helper threads
+        self.lane: AsyncLane | None = None  # an async body's loop, I/O thread and commits
+        self.waits = 0  # waits in progress (an async body's may overlap)
 
     @property
     def run_id(self) -> str:
@@ -129,6 +137,15 @@ class Execution:
     def load(self) -> None:
         entries = journal_db.load(self.conn, self.run_id, self.generation)
         self.journal = {entry.name: entry for entry in entries}
+
+    def on_its_loop(self) -> bool:
+        """True when called on the event loop of this execution's async body."""
+        if self.lane is None:
+            return False
+        try:
+            return asyncio.get_running_loop() is self.lane.loop
+        except RuntimeError:  # no loop runs in this thread
+            return False
 
     # -- the replay decision ---------------------------------------------------
     def lookup(self, name: str, code_fp: bytes | None = None, args_fp: bytes | None = None, *,
@@ -184,10 +201,13 @@ class Execution:
 
     def look_for_cancel(self) -> None:
         """Read the run's status now (a waiting body woken by a change of its run)."""
-        with self.lock:
-            status = runs_db.status(self.conn, self.run_id)
-        if status == "cancelled":
+        if self.read(runs_db.status, self.run_id) == "cancelled":
             self.stop_reason = "cancelled"
+
+    def read(self, query: Any, *args: Any) -> Any:
+        """``query(conn, *args)`` on the body's connection."""
+        with self.lock:
+            return query(self.conn, *args)
 
     def check_live(self) -> None:
         if self.stop_reason is not None:
@@ -216,24 +236,52 @@ class Execution:
         """Note that ``name`` is in flight (a watch thread writes it down if it lasts)."""
         if self.watch is None:
             self.watch = InflightWatch(self.store, self).start()
-        self.inflight = (name, attempt, time.monotonic())
+        self.running[name] = (name, attempt, time.monotonic())
 
-    def ended(self) -> None:
-        self.inflight = None
+    def ended(self, name: str) -> None:
+        self.running.pop(name, None)
+
+    @property
+    def inflight(self) -> tuple[str, int, float] | None:
+        """(step, attempt, since) of the oldest step in flight: the run row notes one (an
+        async body's concurrent steps: the one running longest)."""
+        try:
+            return next(iter(self.running.values()), None)
+        except RuntimeError:  # changed by the body while the watch looked: look next time
+            return None
 
     def close(self) -> None:
         if self.watch is not None:
             self.watch.stop()
 
+    def completion(self, name: str, kind: str, seq: int, value: Any, *, code_fp: bytes | None,
+                   args_fp: bytes | None, attempt: int, max_attempts: int,
+                   started_at: datetime | None) -> Completion:
+        """``value`` encoded as the step's result (PayloadError when it won't pickle)."""
+        placed = payloads.place(codec.encode(value, what="result", owner=f"step {name!r}"))
+        return Completion(name, kind, seq, code_fp, args_fp, placed, attempt, max_attempts,
+                          started_at)
+
     def complete(self, name: str, kind: str, seq: int, value: Any, *, code_fp: bytes | None,
                  args_fp: bytes | None, attempt: int, max_attempts: int,
                  started_at: datetime | None) -> None:
         """Commit ``value`` as the step's result (raises PayloadError when it won't pickle)."""
-        placed = payloads.place(codec.encode(value, what="result", owner=f"step {name!r}"))
-        written = self._write(name, journal_db.complete, self.who, name=name, kind=kind, seq=seq,
-                              code_fp=code_fp, args_fp=args_fp, value=placed, attempt=attempt,
-                              max_attempts=max_attempts, started_at=started_at)
-        if not written:
+        self.write_completion(self.completion(name, kind, seq, value, code_fp=code_fp,
+                                              args_fp=args_fp, attempt=attempt,
+                                              max_attempts=max_attempts, started_at=started_at))
+
+    def write_completion(self, done: Completion) -> None:
+        if not self._write(f"step {done.name!r}", journal_db.complete, self.who, done):
+            raise Suspend(f"run {self.run_id!r} is no longer owned by this process")
+
+    def write_completions(self, done: list[Completion]) -> None:
+        """Commit several results in one statement (async steps that completed together;
+        one alone goes by the single-row statement, about half the cost)."""
+        if len(done) == 1:
+            self.write_completion(done[0])
+            return
+        names = ", ".join(repr(d.name) for d in done[:3]) + (", …" if len(done) > 3 else "")
+        if not self._write(f"steps {names}", journal_db.complete_many, self.who, done):
             raise Suspend(f"run {self.run_id!r} is no longer owned by this process")
 
     def fail(self, name: str, error: BaseException, *, kind: str, seq: int | None, attempt: int,
@@ -245,26 +293,26 @@ class Execution:
                               error_payload=encode_error(error),
                               traceback=format_users_traceback(cause or error),
                               started_at=started_at, code_fp=code_fp, args_fp=args_fp)
-        self._write(name, journal_db.fail, self.who, failure)
+        self._write(f"step {name!r}", journal_db.fail, self.who, failure)
 
     def record_attempt(self, name: str, attempt: int, error: BaseException,
                        started_at: datetime | None) -> None:
-        self._write(name, journal_db.record_attempt, self.who, name=name, attempt=attempt,
+        self._write(f"step {name!r}", journal_db.record_attempt, self.who, name=name, attempt=attempt,
                     error=one_line(error), started_at=started_at)
 
     def start_wait(self, name: str, kind: str, seq: int, until: datetime | None) -> None:
         """A sleep or an event wait begins: its wake time or deadline is stored."""
-        self._write(name, journal_db.start_wait, self.who, name=name, kind=kind, seq=seq,
+        self._write(f"step {name!r}", journal_db.start_wait, self.who, name=name, kind=kind, seq=seq,
                     until=until)
 
-    def _write(self, step: str | None, write: Any, *args: Any, **kwargs: Any) -> Any:
+    def _write(self, what: str | None, write: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a store write on the body's connection; a lost database names the run and
-        the step being written."""
+        ``what`` was being written (the step)."""
         try:
             with self.lock:
                 return write(self.conn, *args, **kwargs)
         except StoreError as exc:
-            where = f" while writing step {step!r}" if step is not None else ""
+            where = f" while writing {what}" if what is not None else ""
             raise StoreError(f"run {self.run_id!r}{where}: {exc}",
                              sqlstate=exc.sqlstate) from exc.__cause__
 

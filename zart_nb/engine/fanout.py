@@ -8,13 +8,15 @@ not started twice, failed or changed ones are queued again.
 
 Waiting wakes on LISTEN/NOTIFY, with a slow poll as the fallback; the body's process
 starts a local worker pool (``ZART_WORKERS``, default 2; 0 relies on external workers).
+In an async body, on its event loop, ``wait`` returns an awaitable (``await
+wait(handles)``); ``schedule`` is a plain call there too (it only buffers, until the
+buffer is full). A child may be a coroutine function: workers run it on an event loop.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +29,7 @@ from ..store import queue as queue_db
 from ..store.notify import listener
 from ..store.records import ChildOutcome, JournalEntry, NewChild
 from . import hooks
+from .effects import Io, Notified, Pause, Steps, perform, waiting
 from .execution import Execution, body_execution
 from .fingerprint import arguments_fingerprint, code_fingerprint
 from .model import Err, Ok, Outcome
@@ -70,12 +73,18 @@ class Children:
         return found[1]
 
     def flush(self, ex: Execution) -> None:
-        if not self.pending:
-            return
+        self.insert(ex, self.take())
+
+    def take(self) -> list[NewChild]:
+        """The buffered children, the buffer emptied (on the body's thread: an async body
+        may schedule more while these are inserted on its I/O thread)."""
         batch, self.pending = self.pending, []
-        with ex.lock:
-            queue_db.insert(ex.conn, ex.who, ex.namespace, batch)
-        ensure_local_workers(ex)
+        return batch
+
+    def insert(self, ex: Execution, batch: list[NewChild]) -> None:
+        if batch:
+            ex.read(queue_db.insert, ex.who, ex.namespace, batch)
+            ensure_local_workers(ex)
 
 
 def children_of(ex: Execution) -> Children:
@@ -131,7 +140,8 @@ def schedule(fn: Callable[..., Any] | StepFunction | NamedCall, *args: Any,
 
 
 def wait(handles: StepHandle | list[StepHandle], return_exceptions: bool = False) -> Any:
-    """The results of ``handles`` in order, once every child finished.
+    """The results of ``handles`` in order, once every child finished (awaited in an
+    async body).
 
     Fail-fast by default: the first failed child's error is raised (a note names the
     child). With ``return_exceptions=True`` errors are returned in place of results.
@@ -142,50 +152,67 @@ def wait(handles: StepHandle | list[StepHandle], return_exceptions: bool = False
         if not isinstance(h, StepHandle):
             raise UsageError(f"wait() takes handles returned by schedule(), not {type(h).__name__}")
     ex = body_execution()
-    if ex is not None:
-        _collect(ex, items, return_exceptions)
-    results = [_result_of(ex, h, return_exceptions) for h in items]
-    return results[0] if single else results
+    if ex is None:
+        results = [_result_of(None, h, return_exceptions) for h in items]
+        return results[0] if single else results
+    names = ", ".join(h.name for h in items[:3]) + (", …" if len(items) > 3 else "")
+    return perform(ex, _collect(ex, items, single, return_exceptions), f"wait([{names}])")
 
 
-def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) -> None:
-    children_of(ex).flush(ex)
+def _collect(ex: Execution, items: list[StepHandle], single: bool,
+             return_exceptions: bool) -> Steps[Any]:
+    kids = children_of(ex)
+    if kids.pending:
+        yield Io(kids.insert, ex, kids.take())
     if not ex.progress_shown:  # a fully replayed fan-out shows its progress too
         ex.progress_shown = True
         hooks.progress(ex.run_id)
-    waiting = {h.name: h for h in items if h.outcome is None and h.entry is None}
-    if not waiting:
-        return
+    waiting_for = {h.name: h for h in items if h.outcome is None and h.entry is None}
+    if waiting_for:
+        yield from _until_finished(ex, waiting_for, return_exceptions)
+    results = []
+    for h in items:
+        if h.outcome is None and h.entry is not None and h.entry.result_hash is not None:
+            h.outcome = Ok((yield Io(ex.value, h.entry)))  # a large result: from the store
+        results.append(_result_of(ex, h, return_exceptions))
+    return results[0] if single else results
+
+
+def _until_finished(ex: Execution, waiting_for: dict[str, StepHandle],
+                    return_exceptions: bool) -> Steps[None]:
     # children queued by an earlier execution (that died) were not flushed now: the
     # workers that will run them must be started all the same
-    ensure_local_workers(ex)
-    ex.set_status("waiting")
-    notes = listener(ex.store)
+    yield Io(ensure_local_workers, ex)
+    notes = yield Io(listener, ex.store)
+    yield from waiting(ex, True)
     try:
-        while waiting:
+        while waiting_for:
             ex.check_live()
             token = notes.token(ex.run_id)
-            with ex.lock:
-                rows = queue_db.outcomes(ex.conn, ex.run_id, ex.generation, list(waiting))
+            rows = yield Io(ex.read, queue_db.outcomes, ex.run_id, ex.generation,
+                            list(waiting_for))
             for row in rows:
-                handle = waiting.pop(row.name)
-                handle.outcome = _outcome_of(ex, row)
+                handle = waiting_for.pop(row.name)
+                handle.outcome = yield from _outcome_of(ex, row)
                 if isinstance(handle.outcome, Err) and not return_exceptions:
                     raise _with_note(handle.outcome.error, handle.name, ex.run_id)
-            if waiting and notes.wait(ex.run_id, token, POLL_SECONDS):
-                ex.look_for_cancel()
+            if waiting_for and (yield Notified(notes, ex.run_id, token, POLL_SECONDS)):
+                yield Io(ex.look_for_cancel)
                 # Each look costs about a microsecond per waiting name, and every batch a
                 # worker commits notifies: while many wait, let several batches land
                 # before looking again (the last children are seen at once).
-                time.sleep(min(MAX_COALESCE_SECONDS, len(waiting) * COALESCE_PER_CHILD))
+                yield Pause(min(MAX_COALESCE_SECONDS, len(waiting_for) * COALESCE_PER_CHILD))
     finally:
-        ex.set_status("running")
+        yield from waiting(ex, False)
 
 
-def _outcome_of(ex: Execution, row: ChildOutcome) -> Outcome:
+def _outcome_of(ex: Execution, row: ChildOutcome) -> Steps[Outcome]:
     name = row.name
     if row.status == "completed":
-        return Ok(ex.stored_value(row.result, row.result_hash, f"result of child {name!r}"))
+        what = f"result of child {name!r}"
+        if row.result_hash is not None:  # a large result: from the store
+            return Ok((yield Io(ex.stored_value, row.result, row.result_hash, what)))
+        return Ok(ex.stored_value(row.result, None, what))
     if row.error_payload is not None:
         try:
             return Err(codec.decode(row.error_payload, what=f"error of child {name!r}"))

@@ -27,7 +27,9 @@ class Owned(Protocol):
     """What the lease threads see of an execution."""
 
     stop_reason: str | None
-    inflight: tuple[str, int, float] | None
+
+    @property
+    def inflight(self) -> tuple[str, int, float] | None: ...
 
     @property
     def run_id(self) -> str: ...

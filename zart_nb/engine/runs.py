@@ -24,7 +24,8 @@ from ..store.connection import Store, get_store
 from ..store.notify import listener
 from ..store.records import StoredBody
 from . import hooks
-from .execute import BodyResult, RunRequest, detach, execute, stored_outcome
+from .execute import BodyResult, RunRequest, detach, execute, execute_async, stored_outcome
+from .lane import is_async_callable
 from .model import RUN_STATUSES, TERMINAL_STATUSES, OnChange, Options, Report
 
 MAX_LISTED = 10_000
@@ -35,7 +36,9 @@ class DurableFunction:
 
     ``fn(*args, run_id=None, restart=False, wait=True, **kwargs)`` executes the body as
     run ``run_id`` (default: the durable name) and returns its result. ``last_report``
-    tells what the last call replayed and executed.
+    tells what the last call replayed and executed. On an ``async def`` the call returns
+    an awaitable (``await fn(...)``, ``asyncio.run(fn(...))`` in a script): the body runs
+    on the caller's event loop.
     """
 
     def __init__(self, fn: Callable[..., Any], name: str, *, options: Options,
@@ -46,10 +49,19 @@ class DurableFunction:
         self.options = options
         self.on_failure = on_failure
         self.last_report: Report | None = None
+        self.is_async = is_async_callable(fn)
 
     def __call__(self, *args: Any, run_id: str | None = None, restart: bool = False,
                  wait: bool = True, **kwargs: Any) -> Any:
+        if self.is_async:
+            return self._awaited(args, kwargs, run_id=run_id, restart=restart, wait=wait)
         return self.execute(args, kwargs, run_id=run_id, restart=restart, wait=wait).value
+
+    async def _awaited(self, args: tuple[Any, ...], kwargs: dict[str, Any], *,
+                       run_id: str | None, restart: bool, wait: bool) -> Any:
+        outcome = await self.execute_async(args, kwargs, run_id=run_id, restart=restart,
+                                           wait=wait)
+        return outcome.value
 
     def request(self, args: tuple[Any, ...], kwargs: dict[str, Any] | None,
                 run_id: str | None) -> RunRequest:
@@ -67,10 +79,20 @@ class DurableFunction:
     def execute(self, args: tuple[Any, ...] = (), kwargs: dict[str, Any] | None = None, *,
                 run_id: str | None = None, restart: bool = False,
                 wait: bool = True) -> BodyResult:
+        """Execute the body as a run from sync code (an async body runs to its end on an
+        event loop of its own); the BodyResult with the report."""
         outcome = execute(self.request(args, kwargs, run_id), restart=restart, wait=wait)
         self.last_report = outcome.report
         return outcome
 
+    async def execute_async(self, args: tuple[Any, ...] = (),
+                            kwargs: dict[str, Any] | None = None, *, run_id: str | None = None,
+                            restart: bool = False, wait: bool = True) -> BodyResult:
+        """``execute``, awaited on the running event loop."""
+        outcome = await execute_async(self.request(args, kwargs, run_id), restart=restart,
+                                      wait=wait)
+        self.last_report = outcome.report
+        return outcome
 
 
 @overload

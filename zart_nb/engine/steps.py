@@ -4,6 +4,12 @@ Outside a body a step is just its function. Inside one, the call is looked up in
 journal by its name: a completed step whose code and arguments did not change returns
 its stored result without running; otherwise it runs (with retries and a timeout if
 asked), and its result is committed before the body goes on.
+
+A step on an ``async def`` is awaited in an async body: the call claims its name and
+makes the replay decision at once (so names follow the order of the calls, never the
+order of completion), and returns an awaitable that replays the result or runs the
+coroutine and commits its outcome. Sync and async steps share one logic (``_attempts``,
+a generator of effects, see effects.py): only the waiting differs.
 """
 
 from __future__ import annotations
@@ -11,17 +17,21 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, overload
 
 from ..errors import PayloadError, StepFailed, StepTimedOut, TemplateError, UsageError
 from ..names import check_name
-from .execution import Execution, body_execution, one_line, step_scope, utcnow
+from ..store.records import JournalEntry
+from .effects import Call, Commit, Io, Pause, Steps, adrive, drive
+from .execution import Decision, Execution, body_execution, one_line, utcnow
 from .fingerprint import arguments_fingerprint, code_fingerprint
+from .lane import Awaited, is_async_callable
 from .model import Err, Failed, Ok, Outcome, RetryPolicy, StepContext
-from .timeouts import TimedOut, call_with_timeout
+from .timeouts import TimedOut
+
+Called = Outcome | Awaitable[Outcome]  # an async step's call is awaited for its outcome
 
 
 class StepFunction:
@@ -41,12 +51,13 @@ class StepFunction:
         self.template = template
         self.retry = RetryPolicy.coerce(retry)
         self.timeout = float(timeout) if timeout else None
+        self.is_async = is_async_callable(fn)
         self._signature: inspect.Signature | None = None
         # call shape -> (parameter, where it comes from: 'arg' index, 'kw', 'default' value)
         self._plans: dict[tuple[Any, ...], tuple[tuple[str, str, Any], ...]] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _raise_or_return(invoke(self, None, args, kwargs))
+        return _then(invoke(self, None, args, kwargs), _raise_or_return)
 
     def __repr__(self) -> str:
         return f"<step {self.template!r} of {self.qualname}>"
@@ -59,8 +70,9 @@ class StepFunction:
         """This step under a name chosen at the call site: ``notify.named(f"notify-{i}")(…)``."""
         return NamedCall(self, check_name("step name", name))
 
-    def outcome(self, *args: Any, **kwargs: Any) -> Outcome:
-        """``Ok(value)``, ``Err(the step's exception)`` or ``Failed(framework error)``."""
+    def outcome(self, *args: Any, **kwargs: Any) -> Called:
+        """``Ok(value)``, ``Err(the step's exception)`` or ``Failed(framework error)``
+        (awaited, for an async step)."""
         return invoke(self, None, args, kwargs)
 
     def or_default(self, default: Any) -> Callable[..., Any]:
@@ -133,20 +145,22 @@ class NamedCall:
         self.name = name
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _raise_or_return(invoke(self.step, self.name, args, kwargs))
+        return _then(invoke(self.step, self.name, args, kwargs), _raise_or_return)
 
-    def outcome(self, *args: Any, **kwargs: Any) -> Outcome:
+    def outcome(self, *args: Any, **kwargs: Any) -> Called:
         return invoke(self.step, self.name, args, kwargs)
 
     def or_default(self, default: Any) -> Callable[..., Any]:
         return self.or_else(lambda _error: default)
 
     def or_else(self, handler: Callable[[BaseException], Any]) -> Callable[..., Any]:
-        def call(*args: Any, **kwargs: Any) -> Any:
-            result = invoke(self.step, self.name, args, kwargs)
+        def handled(result: Outcome) -> Any:
             if isinstance(result, Err):
                 return handler(result.error)
             return _raise_or_return(result)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return _then(invoke(self.step, self.name, args, kwargs), handled)
         return call
 
 
@@ -176,59 +190,118 @@ def _raise_or_return(result: Outcome) -> Any:
     raise result.error
 
 
+def _then(result: Called, then: Callable[[Outcome], Any]) -> Any:
+    """``then(outcome)``, now or once the awaitable outcome of an async step is there."""
+    if isinstance(result, (Ok, Err, Failed)):
+        return then(result)
+    if isinstance(result, Awaited):  # in a body: still named if it is never awaited
+        return result.then(then)
+
+    async def later() -> Any:
+        return then(await result)
+    return later()
+
+
 def invoke(step: StepFunction, name: str | None, args: tuple[Any, ...],
-           kwargs: dict[str, Any]) -> Outcome:
+           kwargs: dict[str, Any]) -> Called:
     ex = body_execution()
     if ex is None:  # outside a body, or inside a step: a plain call
+        if step.is_async:
+            return _plainly(step.fn, args, kwargs)
         try:
             return Ok(step.fn(*args, **kwargs))
         except Exception as exc:
             return Err(exc)
     # a call-site name (.named) is used as is, like a child's: only templates are filled
     resolved = name if name is not None else step.resolve_name(step.template, args, kwargs)
+    if step.is_async:
+        return run_async_step(ex, step, resolved, args, kwargs)
     return run_step(ex, step, resolved, args, kwargs)
+
+
+async def _plainly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Outcome:
+    try:
+        return Ok(await fn(*args, **kwargs))
+    except Exception as exc:
+        return Err(exc)
+
+
+def _decide(ex: Execution, step: StepFunction, name: str, args: tuple[Any, ...],
+            kwargs: dict[str, Any]) -> tuple[Decision, bytes, bytes]:
+    code_fp = code_fingerprint(step.fn)
+    args_fp = arguments_fingerprint(args, kwargs, owner=f"step {name!r}")
+    return ex.lookup(name, code_fp, args_fp), code_fp, args_fp
 
 
 def run_step(ex: Execution, step: StepFunction, name: str, args: tuple[Any, ...],
              kwargs: dict[str, Any]) -> Outcome:
     """Replay ``name`` from the journal, or execute it and commit its outcome."""
-    code_fp = code_fingerprint(step.fn)
-    args_fp = arguments_fingerprint(args, kwargs, owner=f"step {name!r}")
-    decision = ex.lookup(name, code_fp, args_fp)
+    decision, code_fp, args_fp = _decide(ex, step, name, args, kwargs)
     if decision.action == "replay":
         assert decision.entry is not None
         return Ok(ex.value(decision.entry))
-    return _execute(ex, step, name, decision.seq, args, kwargs, code_fp, args_fp,
-                    decision.attempt)
+    return drive(_attempts(ex, step, name, decision, code_fp, args_fp, args, kwargs))
 
 
-def _execute(ex: Execution, step: StepFunction, name: str, seq: int, args: tuple[Any, ...],
-             kwargs: dict[str, Any], code_fp: bytes, args_fp: bytes,
-             first_attempt: int) -> Outcome:
+def run_async_step(ex: Execution, step: StepFunction, name: str, args: tuple[Any, ...],
+                   kwargs: dict[str, Any]) -> Awaitable[Outcome]:
+    """The same for an async step: decided now, replayed or executed when awaited."""
+    if not ex.on_its_loop():
+        raise UsageError(f"step {name!r} is an async def: await it in an async durable body "
+                         "(an async def under @durable, or a %%zart_durable cell that uses "
+                         "await), on the body's event loop")
+    decision, code_fp, args_fp = _decide(ex, step, name, args, kwargs)
+    steps: Steps[Outcome]
+    if decision.action == "replay":
+        assert decision.entry is not None
+        steps = _replayed(ex, decision.entry)
+    else:
+        steps = _attempts(ex, step, name, decision, code_fp, args_fp, args, kwargs)
+    assert ex.lane is not None
+    return ex.lane.awaitable(adrive(steps, ex.lane), f"step {name!r}")
+
+
+def stored(ex: Execution, entry: JournalEntry) -> Steps[Any]:
+    """The stored result of ``entry``; a large one is read from the store."""
+    if entry.result_hash is not None:
+        return (yield Io(ex.value, entry))
+    return ex.value(entry)
+
+
+def _replayed(ex: Execution, entry: JournalEntry) -> Steps[Outcome]:
+    return Ok((yield from stored(ex, entry)))
+
+
+def _attempts(ex: Execution, step: StepFunction, name: str, decision: Decision,
+              code_fp: bytes, args_fp: bytes, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> Steps[Outcome]:
+    """Execute the step as attempt ``decision.attempt`` and on, retrying as its policy
+    says, and commit its outcome: ``Ok``, ``Err`` (its own error) or ``Failed``."""
+    seq, first_attempt = decision.seq, decision.attempt
     policy = step.retry
     last_attempt = first_attempt + policy.retries
     attempt = first_attempt
 
-    def fail(error: BaseException, kind: str, cause: BaseException | None = None) -> None:
-        ex.fail(name, error, kind=kind, seq=seq, attempt=attempt, started_at=started,
-                code_fp=code_fp, args_fp=args_fp, cause=cause)
+    def fail(error: BaseException, kind: str, cause: BaseException | None = None) -> Io:
+        return Io(ex.fail, name, error, kind=kind, seq=seq, attempt=attempt, started_at=started,
+                  code_fp=code_fp, args_fp=args_fp, cause=cause)
 
     while True:
         ex.check_live()
         started = utcnow()
         ex.begin(name, attempt)
         try:
-            with step_scope(StepContext(ex.run_id, ex.name, name, attempt)):
-                value = call_with_timeout(step.fn, args, kwargs, step.timeout)
+            value = yield Call(step.fn, args, kwargs, timeout=step.timeout,
+                               where=StepContext(ex.run_id, ex.name, name, attempt))
         except TimedOut:
             error = StepTimedOut(f"step {name!r} timed out after {step.timeout:g} s",
                                  step=name, reason="timed_out")
-            fail(error, "framework")
+            yield fail(error, "framework")
             return Failed(error)
         except Exception as exc:
             if attempt < last_attempt:
-                ex.record_attempt(name, attempt, exc, started)
-                time.sleep(policy.delay_before(attempt - first_attempt + 1))
+                yield Io(ex.record_attempt, name, attempt, exc, started)
+                yield Pause(policy.delay_before(attempt - first_attempt + 1))
                 attempt += 1
                 continue
             if policy.retries:
@@ -236,19 +309,21 @@ def _execute(ex: Execution, step: StepFunction, name: str, seq: int, args: tuple
                                     f"attempts; last: {one_line(exc)}", step=name,
                                     reason="retries_exhausted")
                 failed.__cause__ = exc
-                fail(failed, "framework", cause=exc)
+                yield fail(failed, "framework", cause=exc)
                 return Failed(failed)
-            fail(exc, "business")
+            yield fail(exc, "business")
             return Err(exc)
         finally:
-            ex.ended()
+            ex.ended(name)
         try:
-            ex.complete(name, "step", seq, value, code_fp=code_fp, args_fp=args_fp,
-                        attempt=attempt, max_attempts=policy.max_attempts, started_at=started)
+            done = ex.completion(name, "step", seq, value, code_fp=code_fp, args_fp=args_fp,
+                                 attempt=attempt, max_attempts=policy.max_attempts,
+                                 started_at=started)
         except PayloadError as exc:
             unpicklable = StepFailed(str(exc), step=name, reason="not_picklable")
-            fail(unpicklable, "framework")
+            yield fail(unpicklable, "framework")
             return Failed(unpicklable)
+        yield Commit(ex, done)
         return Ok(value)
 
 

@@ -4,12 +4,18 @@ Python offers no safe way to kill a thread: a step with a timeout runs in a thre
 its own, and at the deadline an asynchronous exception (``StepAbandoned``) is raised in
 that thread, which stops Python code at its next bytecode; a blocking C call finishes
 first, and its result is dropped.
+
+An async step needs no thread: at the deadline its coroutine is cancelled (its
+``finally`` blocks and ``except CancelledError`` handlers run), and nothing is left
+running.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import ctypes
+import inspect
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -50,3 +56,24 @@ def call_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dic
     if "error" in box:
         raise box["error"]
     return box["value"]
+
+
+async def acall_with_timeout(fn: Callable[..., Any], args: tuple[Any, ...],
+                             kwargs: dict[str, Any], timeout: float | None) -> Any:
+    """``fn(*args, **kwargs)``, awaited when it returns an awaitable; with a timeout, the
+    awaiting is cancelled at the deadline and TimedOut raised."""
+    if not timeout:
+        return await _awaited(fn, args, kwargs)
+    deadline = asyncio.timeout(timeout)
+    try:
+        async with deadline:
+            return await _awaited(fn, args, kwargs)
+    except TimeoutError:
+        if deadline.expired():
+            raise TimedOut() from None
+        raise  # the step's own TimeoutError: a business error
+
+
+async def _awaited(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    result = fn(*args, **kwargs)
+    return await result if inspect.isawaitable(result) else result

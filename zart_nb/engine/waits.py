@@ -3,6 +3,10 @@
 The wake time (or an event's deadline) is stored when the wait begins, so a body
 executed again after a restart waits only for what is left. An event sent before the
 body reaches its wait is kept in the events table and found at once.
+
+In an async body, on its event loop, each returns an awaitable (``await sleep(...)``):
+the name is claimed at the call, the waiting happens when awaited, on ``asyncio.sleep``
+and the LISTEN thread's futures. Sync and async share the logic (effects.py).
 """
 
 from __future__ import annotations
@@ -18,24 +22,31 @@ from ..errors import EventTimeout, UsageError
 from ..names import check_name
 from ..store import events as events_db
 from ..store.notify import listener
+from .effects import Commit, Io, Notified, Pause, Steps, perform, waiting
 from .execution import Decision, Execution, body_execution, utcnow
+from .steps import stored
 
 POLL_SECONDS = 5.0
 MAX_SECONDS = 100 * 365 * 86400.0  # a hundred years: anything longer is a mistake
 
 
-def sleep(name: str, seconds: float) -> None:
-    """Sleep ``seconds``, durably: after a restart only the remainder is slept."""
+def sleep(name: str, seconds: float) -> Any:
+    """Sleep ``seconds``, durably: after a restart only the remainder is slept (awaited
+    in an async body)."""
     seconds = _seconds(f"sleep {name!r}: seconds", seconds)
     ex = body_execution()
     if ex is None:
         time.sleep(seconds)
-        return
-    _sleep_until(ex, name, lambda: utcnow() + timedelta(seconds=seconds))
+        return None
+    decision = _lookup(ex, name, "sleep")
+    return perform(ex, _sleeping(ex, name, decision,
+                                 lambda: utcnow() + timedelta(seconds=seconds)),
+                   f"sleep({name!r})")
 
 
-def sleep_until(name: str, when: datetime) -> None:
-    """Sleep until ``when`` (an aware datetime, or naive UTC), durably."""
+def sleep_until(name: str, when: datetime) -> Any:
+    """Sleep until ``when`` (an aware datetime, or naive UTC), durably (awaited in an
+    async body)."""
     if not isinstance(when, datetime):
         raise UsageError(f"sleep_until {name!r}: needs a datetime, not {type(when).__name__}")
     if when.tzinfo is None:
@@ -43,12 +54,14 @@ def sleep_until(name: str, when: datetime) -> None:
     ex = body_execution()
     if ex is None:
         time.sleep(max(0.0, (when - utcnow()).total_seconds()))
-        return
-    _sleep_until(ex, name, lambda: when)
+        return None
+    decision = _lookup(ex, name, "sleep")
+    return perform(ex, _sleeping(ex, name, decision, lambda: when), f"sleep_until({name!r})")
 
 
 def wait_for_event(name: str, timeout: float | None = None) -> Any:
-    """The payload of event ``name`` sent to this run (``send_event``), waiting for it.
+    """The payload of event ``name`` sent to this run (``send_event``), waiting for it
+    (awaited in an async body).
 
     ``timeout`` (seconds) raises EventTimeout, which the body may catch.
     """
@@ -58,36 +71,42 @@ def wait_for_event(name: str, timeout: float | None = None) -> Any:
     if ex is None:
         raise UsageError(f"wait_for_event({name!r}) only works inside a durable body")
     decision = _lookup(ex, name, "event")
+    return perform(ex, _awaiting_event(ex, name, decision, timeout), f"wait_for_event({name!r})")
+
+
+def _awaiting_event(ex: Execution, name: str, decision: Decision,
+                    timeout: float | None) -> Steps[Any]:
     if decision.action == "replay":
         assert decision.entry is not None
-        return ex.value(decision.entry)
+        return (yield from stored(ex, decision.entry))
     deadline = _resumed_until(decision)
     if deadline is None:
         deadline = None if timeout is None else utcnow() + timedelta(seconds=timeout)
-        ex.start_wait(name, "event", decision.seq, deadline)
-    notes = listener(ex.store)
-    ex.set_status("waiting")
+        yield Io(ex.start_wait, name, "event", decision.seq, deadline)
+    notes = yield Io(listener, ex.store)
+    yield from waiting(ex, True)
     try:
         while True:
             ex.check_live()
             token = notes.token(ex.run_id)
-            with ex.lock:
-                payload = events_db.payload(ex.conn, ex.run_id, name)
+            payload = yield Io(ex.read, events_db.payload, ex.run_id, name)
             if payload is not None:
                 value = codec.decode(payload, what=f"event {name!r}")
-                ex.complete(name, "event", decision.seq, value, code_fp=None, args_fp=None,
-                            attempt=1, max_attempts=1, started_at=None)
+                yield Commit(ex, ex.completion(name, "event", decision.seq, value, code_fp=None,
+                                               args_fp=None, attempt=1, max_attempts=1,
+                                               started_at=None))
                 return value
             left = None if deadline is None else (deadline - utcnow()).total_seconds()
             if left is not None and left <= 0:
                 error = EventTimeout(f"event {name!r} did not reach run {ex.run_id!r} "
                                      f"within its timeout")
-                ex.fail(name, error, kind="framework", seq=decision.seq, attempt=1,
-                        started_at=None)
+                yield Io(ex.fail, name, error, kind="framework", seq=decision.seq, attempt=1,
+                         started_at=None)
                 raise error
-            notes.wait(ex.run_id, token, POLL_SECONDS if left is None else min(left, POLL_SECONDS))
+            yield Notified(notes, ex.run_id, token,
+                           POLL_SECONDS if left is None else min(left, POLL_SECONDS))
     finally:
-        ex.set_status("running")
+        yield from waiting(ex, False)
 
 
 def _seconds(what: str, value: Any) -> float:
@@ -107,20 +126,20 @@ def _resumed_until(decision: Decision) -> datetime | None:
     return decision.entry.not_before if decision.entry is not None else None
 
 
-def _sleep_until(ex: Execution, name: str, wake_at: Callable[[], datetime]) -> None:
-    decision = _lookup(ex, name, "sleep")
+def _sleeping(ex: Execution, name: str, decision: Decision,
+              wake_at: Callable[[], datetime]) -> Steps[None]:
     if decision.action == "replay":
         return
     wake = _resumed_until(decision)
     if wake is None:
         wake = wake_at()
-        ex.start_wait(name, "sleep", decision.seq, wake)
-    ex.set_status("waiting")
+        yield Io(ex.start_wait, name, "sleep", decision.seq, wake)
+    yield from waiting(ex, True)
     try:
         while (left := (wake - utcnow()).total_seconds()) > 0:
             ex.check_live()
-            time.sleep(min(left, 1.0))
+            yield Pause(min(left, 1.0))
     finally:
-        ex.set_status("running")
-    ex.complete(name, "sleep", decision.seq, None, code_fp=None, args_fp=None, attempt=1,
-                max_attempts=1, started_at=None)
+        yield from waiting(ex, False)
+    yield Commit(ex, ex.completion(name, "sleep", decision.seq, None, code_fp=None, args_fp=None,
+                                   attempt=1, max_attempts=1, started_at=None))

@@ -45,8 +45,10 @@ from ..store.records import ChildFailure, ChildResult, ChildTask, StoredBody
 from ..store.sql import Connection
 from .execute import HOST, execute_claimed, new_owner
 from .execution import encode_error, one_line, step_scope, utcnow
+from .lane import is_async_callable
+from .loops import thread_loop
 from .model import RetryPolicy, StepContext
-from .timeouts import TimedOut, call_with_timeout
+from .timeouts import TimedOut, acall_with_timeout, call_with_timeout
 
 POLL_SECONDS = 2.0
 FLUSH_SECONDS = 0.02  # finished results wait at most this long to be committed together
@@ -222,7 +224,7 @@ class Worker:
                 error_kind="framework")
         try:
             with step_scope(StepContext(row.run_id, None, name, attempt)):
-                value = call_with_timeout(fn, args, kwargs, row.timeout_s)
+                value = _call_child(fn, args, kwargs, row.timeout_s)
         except TimedOut:
             return _Done(row, error=StepTimedOut(f"child {name!r} timed out after "
                                                  f"{row.timeout_s:g} s", step=name,
@@ -294,6 +296,16 @@ class Worker:
                     queue_db.requeue_expired(conn)
             except StoreError:
                 continue  # the database is away; leases are renewed when it is back
+
+
+def _call_child(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+                timeout: float | None) -> Any:
+    """The child's function called with its deadline; a coroutine function runs on this
+    worker thread's event loop (made once, reused by its next children), cancelled at
+    the deadline."""
+    if is_async_callable(fn):
+        return thread_loop().run_until_complete(acall_with_timeout(fn, args, kwargs, timeout))
+    return call_with_timeout(fn, args, kwargs, timeout)
 
 
 def run_worker(*, concurrency: int = 1, namespace: str | None = None,

@@ -3,7 +3,8 @@
 ``CellCode`` turns a cell's text (after IPython's input transformations, so ``!ls``
 and line magics inside work) into two code objects: the statements, executed in the
 user's namespace, and the final expression, evaluated for the cell's value, as
-IPython does for ``Out[n]``.
+IPython does for ``Out[n]``. A cell that uses top-level ``await`` compiles to code
+objects that make coroutines (as IPython compiles such cells): ``arun`` awaits them.
 
 ``reads`` are the names the cell takes from the namespace: referenced before the cell
 binds them (in order of execution, statement by statement), plus the module-level
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import inspect
 import symtable
 import types
 from dataclasses import dataclass, field
@@ -43,6 +45,11 @@ class CellCode:
         text = "\n".join(line.rstrip() for line in self.source.strip().splitlines())
         return hashlib.blake2b(text.encode(), digest_size=16).digest()
 
+    @property
+    def is_async(self) -> bool:
+        """The cell uses top-level ``await`` (``async for``, ``async with``)."""
+        return any(_makes_coroutine(code) for code in (self.body, self.last) if code is not None)
+
     def run(self, namespace: dict[str, Any]) -> Any:
         """Execute the cell in ``namespace``; the last expression's value (or None)."""
         __tracebackhide__ = True
@@ -50,6 +57,20 @@ class CellCode:
         if self.last is None:
             return None
         value = eval(self.last, namespace)
+        return None if self.silent else value
+
+    async def arun(self, namespace: dict[str, Any]) -> Any:
+        """``run`` for a cell that awaits, on the running event loop."""
+        __tracebackhide__ = True
+        if _makes_coroutine(self.body):
+            await eval(self.body, namespace)
+        else:
+            exec(self.body, namespace)
+        if self.last is None:
+            return None
+        value = eval(self.last, namespace)
+        if _makes_coroutine(self.last):
+            value = await value
         return None if self.silent else value
 
 
@@ -72,11 +93,26 @@ def compile_cell(source: str, shell: Any = None, *, filename: str | None = None)
     if isinstance(final, ast.Expr):
         tree.body.pop()
         expr = ast.Expression(final.value)
-        last = compile(expr, filename, "eval")
-    body = compile(tree, filename, "exec")
+        last = compile(expr, filename, "eval", flags=TOP_LEVEL_AWAIT)
+    body = compile(tree, filename, "exec", flags=TOP_LEVEL_AWAIT)
     silent = python.rstrip().endswith(";")
     reads, binds = analyse(python)
     return CellCode(source, python, body, last, silent, reads, binds, with_targets(tree))
+
+
+TOP_LEVEL_AWAIT = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+
+
+def awaits(python: str) -> bool:
+    """``python`` (a transformed cell) uses top-level ``await``: run as a coroutine."""
+    try:
+        return _makes_coroutine(compile(python, "<cell>", "exec", flags=TOP_LEVEL_AWAIT))
+    except (SyntaxError, ValueError):
+        return False
+
+
+def _makes_coroutine(code: types.CodeType) -> bool:
+    return bool(code.co_flags & inspect.CO_COROUTINE)
 
 
 # -- which names a cell reads and binds -------------------------------------------

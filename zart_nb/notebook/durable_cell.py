@@ -5,16 +5,21 @@ finished cell again replays its steps, so that its variables come back in this k
 When another process owns the run, this kernel attaches, waits for it to end, then
 replays it locally ("ends with the same variables"). Ctrl-C releases the run (the
 journal stays as it was after the last committed step) and says how to resume.
+
+A cell that uses top-level ``await`` is an async body: the magic returns a coroutine
+that IPython awaits on the kernel's own event loop (awaiting.py explains how), and
+Ctrl-C cancels it there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine.execute import RunRequest, detach
+from ..engine.execute import BodyResult, RunRequest, detach
 from ..engine.execution import Execution, current
 from ..engine.model import OnChange, Options
 from ..engine.runs import Run
@@ -22,8 +27,17 @@ from ..engine.worker import LocalPool
 from ..errors import PayloadError, RunFailed, StoreError, UsageError
 from ..frames import without_library_frames
 from ..store.records import RunRow
+from .awaiting import check_awaited, interruptible
 from .cells import CellCode, compile_cell
-from .front import CellError, is_hidden, replay_here, say, show_progress
+from .front import (
+    CellError,
+    is_hidden,
+    one_line,
+    replay_here,
+    replay_here_async,
+    say,
+    show_progress,
+)
 
 
 class CellBody:
@@ -47,15 +61,25 @@ class CellBody:
     def __reduce__(self) -> tuple[Any, ...]:
         return (CellBody, (self.python, None, None, self.carry))
 
+    @property
+    def is_async(self) -> bool:
+        """The cell awaits: the engine awaits the coroutine that calling it returns."""
+        return self.compiled().is_async
+
+    def compiled(self) -> CellCode:
+        if self.cell is None:
+            self.cell = compile_cell(self.python, filename="<zart cell>")
+        return self.cell
+
     def __call__(self) -> Any:
         __tracebackhide__ = True
         self.started = True
         self.execution = current()
-        cell = self.cell or compile_cell(self.python, filename="<zart cell>")
+        cell = self.compiled()
         namespace = self.namespace
         if namespace is None:
             namespace = {"__name__": "__main__", **(self.carry or {})}
-        return cell.run(namespace)
+        return cell.arun(namespace) if cell.is_async else cell.run(namespace)
 
 
 @dataclass
@@ -72,64 +96,114 @@ class DurableRequest:
 
 
 def run_durable_cell(shell: Any, source: str, request: DurableRequest) -> Any:
-    """Execute ``source`` as the body of run ``request.run_id`` (default: the name)."""
+    """Execute ``source`` as the body of run ``request.run_id`` (default: the name); a
+    cell that awaits returns a coroutine, for IPython to await."""
     __tracebackhide__ = True
     run_id = request.run_id or request.name
     cell = compile_cell(source, shell)
     if request.detach:
         return _detach(shell, source, cell, request, run_id)
-    body = CellBody(cell.python, cell, shell.user_ns)
-    attached: list[RunRow] = []
+    running = _DurableCell(shell, source, cell, request, run_id)
+    if cell.is_async:
+        check_awaited(shell, "%%zart_durable")
+        return running.awaited()
+    running.start()
+    try:
+        outcome = replay_here(running.make_request, restart=request.restart,
+                              on_attach=running.on_attach)
+    except BaseException as exc:
+        raise running.failure(exc)  # noqa: B904 (the user's own error, or one line of ours)
+    finally:
+        running.stop()
+    return running.shown(outcome)
 
-    def on_attach(row: RunRow) -> None:
-        attached.append(row)
+
+class _DurableCell:
+    """One execution of a ``%%zart_durable`` cell: what the sync and the awaiting ways
+    share (attaching, the pool and deadline, the messages and errors)."""
+
+    def __init__(self, shell: Any, source: str, cell: CellCode, request: DurableRequest,
+                 run_id: str) -> None:
+        self.source = source
+        self.request = request
+        self.run_id = run_id
+        self.body = CellBody(cell.python, cell, shell.user_ns)
+        self.attached: list[RunRow] = []
+        self.pool: LocalPool | None = None
+        self.timer: _Deadline | None = None
+
+    def on_attach(self, row: RunRow) -> None:
+        self.attached.append(row)
         started = row.started_at
         when = f", started {started:%Y-%m-%d %H:%M:%S}" if started is not None else ""
-        say(f"attached to run {run_id!r} owned by {row.owner}{when}; "
+        say(f"attached to run {self.run_id!r} owned by {row.owner}{when}; "
             "waiting for it to end, then replaying it here")
-        show_progress(run_id)
+        show_progress(self.run_id)
 
-    def make_request() -> RunRequest:
-        return RunRequest(body, request.name, run_id, options=Options(on_change=request.on_change),
-                          on_failure=request.on_failure, source=lambda: source, resumable=True,
-                          result_optional=True)
+    def make_request(self) -> RunRequest:
+        return RunRequest(self.body, self.request.name, self.run_id,
+                          options=Options(on_change=self.request.on_change),
+                          on_failure=self.request.on_failure, source=lambda: self.source,
+                          resumable=True, result_optional=True)
 
-    pool = LocalPool(request.workers).start() if request.workers else None
-    timer = _Deadline(run_id, request, body) if request.timeout else None
-    try:
-        outcome = replay_here(make_request, restart=request.restart, on_attach=on_attach)
-    except KeyboardInterrupt:
-        if not body.started:
-            say(f"stopped waiting for run {run_id!r}; it goes on in its owner")
-        else:
-            say(f"run {run_id!r} interrupted; the journal keeps every committed step: "
-                "run the cell again to resume")
-        raise
-    except RunFailed as exc:
-        if timer is not None and timer.fired:
-            raise CellError(f"run {run_id!r} was cancelled: it passed its --timeout of "
-                            f"{request.timeout_text}; run the cell with --restart to start "
-                            "it again") from None
-        if attached:
-            raise CellError(f"{exc}; run the cell again to retry its failed steps") from None
-        raise CellError(str(exc)) from None
-    except UsageError:
-        raise
-    except StoreError as exc:
-        raise CellError(str(exc)) from None
-    except Exception as exc:  # the cell's own error (or a step's): its traceback, ours cut out
-        raise without_library_frames(exc)  # noqa: B904 (re-raised as itself, not chained)
-    finally:
-        if timer is not None:
-            timer.cancel()
-        if pool is not None:
-            pool.stop()
-    prefix = "attached, then replayed here: " if attached else ""
-    say(f"run {run_id!r}: {prefix}{outcome.report.summary()}")
-    if outcome.unstored is not None:
-        say(f"the result ({type(outcome.value).__name__}) cannot be stored, so the run's "
-            f"result is None: {outcome.unstored}")
-    return outcome.value
+    async def awaited(self) -> Any:
+        __tracebackhide__ = True
+        self.start()
+        try:
+            async with interruptible():
+                outcome = await replay_here_async(self.make_request,
+                                                  restart=self.request.restart,
+                                                  on_attach=self.on_attach)
+        except BaseException as exc:
+            raise self.failure(exc)  # noqa: B904 (the user's own error, or one line of ours)
+        finally:
+            self.stop()
+        return self.shown(outcome)
+
+    def start(self) -> None:
+        """The run's local pool and its deadline (``--workers``, ``--timeout``)."""
+        request = self.request
+        self.pool = LocalPool(request.workers).start() if request.workers else None
+        self.timer = _Deadline(self.run_id, request, self.body) if request.timeout else None
+
+    def stop(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.pool is not None:
+            self.pool.stop()
+
+    def failure(self, exc: BaseException) -> BaseException:
+        """What the cell raises for ``exc``: the user's own error with our frames cut out,
+        or one line of ours."""
+        run_id = self.run_id
+        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):  # Ctrl-C
+            if not self.body.started:
+                say(f"stopped waiting for run {run_id!r}; it goes on in its owner")
+            else:
+                say(f"run {run_id!r} interrupted; the journal keeps every committed step: "
+                    "run the cell again to resume")
+            return exc
+        if isinstance(exc, RunFailed):
+            if self.timer is not None and self.timer.fired:
+                return one_line(CellError(
+                    f"run {run_id!r} was cancelled: it passed its --timeout of "
+                    f"{self.request.timeout_text}; run the cell with --restart to start it again"))
+            if self.attached:
+                return one_line(CellError(f"{exc}; run the cell again to retry its failed steps"))
+            return one_line(CellError(str(exc)))
+        if isinstance(exc, StoreError):
+            return one_line(CellError(str(exc)))
+        if isinstance(exc, Exception) and not isinstance(exc, UsageError):
+            return without_library_frames(exc)  # the cell's own error (or a step's)
+        return exc
+
+    def shown(self, outcome: BodyResult) -> Any:
+        prefix = "attached, then replayed here: " if self.attached else ""
+        say(f"run {self.run_id!r}: {prefix}{outcome.report.summary()}")
+        if outcome.unstored is not None:
+            say(f"the result ({type(outcome.value).__name__}) cannot be stored, so the run's "
+                f"result is None: {outcome.unstored}")
+        return outcome.value
 
 
 def _detach(shell: Any, source: str, cell: CellCode, request: DurableRequest, run_id: str) -> None:

@@ -13,9 +13,10 @@ from ..errors import UsageError
 from ..store.dsn import redact
 from ..version import __version__
 from . import progress
+from .awaiting import Transformer, awaiting_cells
 from .magics import ZartMagics
 
-_loaded: dict[int, ZartMagics] = {}
+_loaded: dict[int, tuple[ZartMagics, Transformer]] = {}
 
 
 def banner() -> str:
@@ -37,16 +38,21 @@ def banner() -> str:
 def load(ipython: Any) -> None:
     magics = ZartMagics(shell=ipython)
     ipython.register_magics(magics)
-    _loaded[id(ipython)] = magics
+    transformer = awaiting_cells(ipython)  # zart cells that await are awaited by IPython
+    ipython.input_transformers_post.append(transformer)
+    _loaded[id(ipython)] = (magics, transformer)
     progress.register(ipython)  # a body waiting for children shows their live progress
     print(banner(), flush=True)
 
 
 def unload(ipython: Any) -> None:
-    magics = _loaded.pop(id(ipython), None)
-    if magics is None:
+    loaded = _loaded.pop(id(ipython), None)
+    if loaded is None:
         return
+    magics, transformer = loaded
     magics.stop()
+    if transformer in ipython.input_transformers_post:
+        ipython.input_transformers_post.remove(transformer)
     if not _loaded:
         progress.unregister()
     table = ipython.magics_manager.magics

@@ -9,7 +9,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ..engine.execute import BodyResult, RunRequest, replay
+from ..engine.effects import Call, Steps, adrive, drive
+from ..engine.execute import BodyResult, RunRequest, replay, replay_async
+from ..engine.lane import AsyncLane
 from ..errors import RunFailed, UsageError
 from ..store.records import RunRow
 from .progress import show_for_run
@@ -28,6 +30,14 @@ class CellError(Exception):
 
     def _render_traceback_(self) -> list[str]:
         return [f"\x1b[0;31mZartError\x1b[0m: {self}"]
+
+
+def one_line(error: CellError) -> CellError:
+    """``error`` to be raised as ``raise error from None`` would: the error it replaces
+    is not shown."""
+    error.__cause__ = None
+    error.__suppress_context__ = True
+    return error
 
 
 def is_hidden(shell: Any, name: str) -> bool:
@@ -54,14 +64,30 @@ def replay_here(make_request: Callable[[], RunRequest], *, restart: bool = False
     says whether a RunFailed met while attached is the other kernel's failure, to go on
     from (a step cell), rather than this cell's.
     """
+    return drive(_rounds(replay, make_request, restart, on_attach, retry_failed))
+
+
+async def replay_here_async(make_request: Callable[[], RunRequest], *, restart: bool = False,
+                            on_attach: Callable[[RunRow], None],
+                            retry_failed: Callable[[], bool] = lambda: False) -> BodyResult:
+    """``replay_here`` for a cell that awaits, on the kernel's event loop."""
+    return await adrive(_rounds(replay_async, make_request, restart, on_attach, retry_failed),
+                        AsyncLane())
+
+
+def _rounds(replaying: Callable[..., Any], make_request: Callable[[], RunRequest], restart: bool,
+            on_attach: Callable[[RunRow], None], retry_failed: Callable[[], bool],
+            ) -> Steps[BodyResult]:
     for _ in range(MAX_ATTACH_ROUNDS):
         try:
-            outcome = replay(make_request(), restart=restart, on_attach=on_attach)
+            outcome = yield Call(replaying, (make_request(),),
+                                 {"restart": restart, "on_attach": on_attach})
         except RunFailed:
             if retry_failed():
                 continue
             raise
         restart = False
         if not outcome.attached:
-            return outcome
+            result: BodyResult = outcome
+            return result
     raise UsageError("the run kept being executed by other processes; try again later")

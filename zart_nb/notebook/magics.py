@@ -9,6 +9,7 @@ raised while a cell executes (a duplicate step name, a changed step under
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -23,6 +24,7 @@ from traitlets import Enum
 
 from ..config import settings
 from ..durations import parse_duration
+from ..engine.loops import run_to_completion
 from ..engine.model import ON_CHANGE_POLICIES as ON_CHANGE
 from ..engine.runs import Run, runs, send_event
 from ..engine.worker import LocalPool
@@ -233,7 +235,10 @@ class ZartMagics(Magics):
             source, request = resume_request(args.id)
         say(f"resuming run {args.id!r} (durable {request.name!r}) from its stored cell")
         with self._front(func):
-            return run_durable_cell(self.ip, source, request)
+            value = run_durable_cell(self.ip, source, request)
+            if inspect.iscoroutine(value):  # a cell that awaits: a line magic is not awaited,
+                value = run_to_completion(value)  # so it runs on a loop of its own
+            return value
 
     @magic_arguments()
     @argument("id", metavar="ID", help="the run whose step cells stored the variables")

@@ -17,6 +17,7 @@ Cells of a run can be executed in any order, one at a time, in any kernel.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 import types
@@ -25,17 +26,19 @@ from datetime import datetime
 from typing import Any
 
 from .. import codec
+from ..engine.effects import Call, Commit, Steps, perform
 from ..engine.execute import RunRequest
-from ..engine.execution import current, utcnow
+from ..engine.execution import Decision, Execution, current, utcnow
 from ..engine.fingerprint import value_fingerprint
 from ..engine.model import OnChange, Options
 from ..engine.runs import Run
-from ..engine.steps import StepFunction
+from ..engine.steps import StepFunction, stored
 from ..errors import PayloadError, RunFailed, StoreError, UsageError
 from ..frames import without_library_frames
 from ..store.records import RunRow
+from .awaiting import check_awaited, interruptible
 from .cells import CellCode, compile_cell
-from .front import CellError, is_hidden, replay_here, say
+from .front import CellError, is_hidden, one_line, replay_here, replay_here_async, say
 from .outputs import Recorder, replay
 
 RECORD_VERSION = 1
@@ -82,7 +85,12 @@ class StepCellBody:
     def __reduce__(self) -> Any:  # not resumable from elsewhere: the run's body stays empty
         raise TypeError("a step cell is executed from its notebook only")
 
-    def __call__(self) -> None:
+    @property
+    def is_async(self) -> bool:
+        """The cell awaits: the engine awaits what calling this body returns."""
+        return self.cell.is_async
+
+    def __call__(self) -> Any:
         __tracebackhide__ = True
         self.started = True
         ex = current()
@@ -90,24 +98,31 @@ class StepCellBody:
         name = self.request.name
         decision = ex.lookup(name, self.cell.code_fp, self.args_fp, what="step cell",
                              inputs="inputs")
+        return perform(ex, self._restored_or_run(ex, decision), f"step cell {name!r}")
+
+    def _restored_or_run(self, ex: Execution, decision: Decision) -> Steps[None]:
+        __tracebackhide__ = True
+        name = self.request.name
         if decision.action == "replay":
             assert decision.entry is not None
-            self.outcome.restored = ex.value(decision.entry)
+            self.outcome.restored = yield from stored(ex, decision.entry)
             return
         self.outcome.changed = decision.changed
         started_at, t0 = utcnow(), time.monotonic()
         ex.begin(name, decision.attempt)
+        run = self.cell.arun if self.cell.is_async else self.cell.run
         try:
             with Recorder(self.shell) as recorder:
-                value = self.cell.run(self.shell.user_ns)
+                value = yield Call(run, (self.shell.user_ns,))
         finally:
-            ex.ended()
+            ex.ended(name)
         record = self._record(value, recorder, started_at, time.monotonic() - t0)
         if record is None:
             return
-        ex.complete(name, "cell", decision.seq, record, code_fp=self.cell.code_fp,
-                    args_fp=self.args_fp, attempt=decision.attempt, max_attempts=1,
-                    started_at=started_at)
+        yield Commit(ex, ex.completion(name, "cell", decision.seq, record,
+                                       code_fp=self.cell.code_fp, args_fp=self.args_fp,
+                                       attempt=decision.attempt, max_attempts=1,
+                                       started_at=started_at))
 
     def _record(self, value: Any, recorder: Recorder, started_at: datetime,
                 seconds: float) -> dict[str, Any] | None:
@@ -142,48 +157,80 @@ class StepCellBody:
 
 
 def run_step_cell(shell: Any, source: str, request: StepRequest) -> Any:
-    """Execute a ``%%zart_step`` cell: restore it from the notebook run, or run it."""
+    """Execute a ``%%zart_step`` cell: restore it from the notebook run, or run it; a
+    cell that awaits returns a coroutine, for IPython to await."""
     __tracebackhide__ = True
-    cell = compile_cell(source, shell)
-    attached: list[RunRow] = []
-    bodies: list[StepCellBody] = []
-
-    def on_attach(row: RunRow) -> None:
-        if not attached:
-            say(f"run {request.run_id!r} is busy in {row.owner}; waiting for it")
-        attached.append(row)
-
-    def make_request() -> RunRequest:
-        bodies.append(StepCellBody(shell, cell, request))
-        return RunRequest(bodies[-1], request.run_id, request.run_id,
-                          options=Options(on_change=request.on_change))
-
-    def other_kernels_failure() -> bool:  # the other kernel's cell failed; ours goes on
-        return bool(attached) and not bodies[-1].started
-
+    running = _StepCell(shell, compile_cell(source, shell), request)
+    if running.cell.is_async:
+        check_awaited(shell, "%%zart_step")
+        return running.awaited()
     try:
-        replay_here(make_request, on_attach=on_attach, retry_failed=other_kernels_failure)
-    except KeyboardInterrupt:
-        if bodies and bodies[-1].started:
-            say(f"step cell {request.name!r} interrupted; it is not checkpointed")
-        raise
-    except UsageError:
-        raise
-    except (RunFailed, StoreError) as exc:
-        raise CellError(str(exc)) from None
-    except Exception as exc:  # the cell's own error: its traceback, ours cut out
-        raise without_library_frames(exc)  # noqa: B904 (re-raised as itself, not chained)
-    result = bodies[-1].outcome
-    if result.restored is not None:
-        return restore(shell, request.name, result.restored)
-    if result.problem is not None:
-        raise CellError(result.problem)
-    why = f" (re-executed: its {result.changed} changed)" if result.changed else ""
-    stored = ", ".join(result.stored) or "none"
-    skipped = f" (not stored: {', '.join(result.skipped)})" if result.skipped else ""
-    say(f"step cell {request.name!r} checkpointed in run {request.run_id!r}{why}; "
-        f"{len(result.stored)} variable{'s' if len(result.stored) != 1 else ''}: {stored}{skipped}")
-    return result.value
+        replay_here(running.make_request, on_attach=running.on_attach,
+                    retry_failed=running.other_kernels_failure)
+    except BaseException as exc:
+        raise running.failure(exc)  # noqa: B904 (the user's own error, or one line of ours)
+    return running.shown()
+
+
+class _StepCell:
+    """One execution of a ``%%zart_step`` cell: what the sync and the awaiting ways share."""
+
+    def __init__(self, shell: Any, cell: CellCode, request: StepRequest) -> None:
+        self.shell = shell
+        self.cell = cell
+        self.request = request
+        self.attached: list[RunRow] = []
+        self.bodies: list[StepCellBody] = []
+
+    def on_attach(self, row: RunRow) -> None:
+        if not self.attached:
+            say(f"run {self.request.run_id!r} is busy in {row.owner}; waiting for it")
+        self.attached.append(row)
+
+    def make_request(self) -> RunRequest:
+        self.bodies.append(StepCellBody(self.shell, self.cell, self.request))
+        return RunRequest(self.bodies[-1], self.request.run_id, self.request.run_id,
+                          options=Options(on_change=self.request.on_change))
+
+    def other_kernels_failure(self) -> bool:  # the other kernel's cell failed; ours goes on
+        return bool(self.attached) and not self.bodies[-1].started
+
+    async def awaited(self) -> Any:
+        __tracebackhide__ = True
+        try:
+            async with interruptible():
+                await replay_here_async(self.make_request, on_attach=self.on_attach,
+                                        retry_failed=self.other_kernels_failure)
+        except BaseException as exc:
+            raise self.failure(exc)  # noqa: B904 (the user's own error, or one line of ours)
+        return self.shown()
+
+    def failure(self, exc: BaseException) -> BaseException:
+        """What the cell raises for ``exc``: the user's own error with our frames cut out,
+        or one line of ours."""
+        if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):  # Ctrl-C
+            if self.bodies and self.bodies[-1].started:
+                say(f"step cell {self.request.name!r} interrupted; it is not checkpointed")
+            return exc
+        if isinstance(exc, (RunFailed, StoreError)):
+            return one_line(CellError(str(exc)))
+        if isinstance(exc, Exception) and not isinstance(exc, UsageError):
+            return without_library_frames(exc)  # the cell's own error
+        return exc
+
+    def shown(self) -> Any:
+        request, result = self.request, self.bodies[-1].outcome
+        if result.restored is not None:
+            return restore(self.shell, request.name, result.restored)
+        if result.problem is not None:
+            raise CellError(result.problem)
+        why = f" (re-executed: its {result.changed} changed)" if result.changed else ""
+        kept = ", ".join(result.stored) or "none"
+        skipped = f" (not stored: {', '.join(result.skipped)})" if result.skipped else ""
+        say(f"step cell {request.name!r} checkpointed in run {request.run_id!r}{why}; "
+            f"{len(result.stored)} variable{'s' if len(result.stored) != 1 else ''}: "
+            f"{kept}{skipped}")
+        return result.value
 
 
 def restore(shell: Any, name: str, record: dict[str, Any]) -> Any:

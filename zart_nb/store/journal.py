@@ -3,6 +3,7 @@ one while their owner still owns the run (``Owner`` fences every write)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from . import sql
@@ -13,6 +14,7 @@ from .sql import Connection
 LOAD = sql.query("load_journal")
 MARK_INFLIGHT = sql.query("mark_inflight")
 COMPLETE = sql.query("complete_step")
+COMPLETE_MANY = sql.query("complete_steps")
 FAIL = sql.query("fail_step")
 RECORD_ATTEMPT = sql.query("record_attempt")
 START_WAIT = sql.query("start_wait")
@@ -34,16 +36,47 @@ def mark_inflight(conn: Connection, run_id: str, owner: str, name: str, attempt:
                                       "attempt": attempt})
 
 
-def complete(conn: Connection, who: Owner, *, name: str, kind: str, seq: int,
-             code_fp: bytes | None, args_fp: bytes | None, value: Placed, attempt: int,
-             max_attempts: int, started_at: datetime | None) -> bool:
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A step's result, encoded and placed, ready to be committed."""
+
+    name: str
+    kind: str
+    seq: int
+    code_fp: bytes | None
+    args_fp: bytes | None
+    value: Placed
+    attempt: int
+    max_attempts: int
+    started_at: datetime | None
+
+
+def complete(conn: Connection, who: Owner, done: Completion) -> bool:
     """Commit a step's result; False when ``who`` no longer owns the run (or it was
     cancelled): nothing was written."""
+    value = done.value
     return sql.rowcount(conn, COMPLETE, {
-        "run_id": who.run_id, "generation": who.generation, "owner": who.owner, "name": name,
-        "kind": kind, "seq": seq, "code_fp": code_fp, "args_fp": args_fp,
-        "result": value.inline, "hash": value.hash, "data": value.data, "size": value.size,
-        "attempt": attempt, "max_attempts": max_attempts, "started_at": started_at}) > 0
+        "run_id": who.run_id, "generation": who.generation, "owner": who.owner,
+        "name": done.name, "kind": done.kind, "seq": done.seq, "code_fp": done.code_fp,
+        "args_fp": done.args_fp, "result": value.inline, "hash": value.hash,
+        "data": value.data, "size": value.size, "attempt": done.attempt,
+        "max_attempts": done.max_attempts, "started_at": done.started_at}) > 0
+
+
+def complete_many(conn: Connection, who: Owner, done: list[Completion]) -> bool:
+    """Commit the results of several steps in one statement (names distinct); False when
+    ``who`` no longer owns the run: none was written."""
+    payloads = {d.value.hash: d.value.data for d in done if d.value.hash is not None}
+    written = sql.rowcount(conn, COMPLETE_MANY, {
+        "run_id": who.run_id, "generation": who.generation, "owner": who.owner,
+        "names": [d.name for d in done], "kinds": [d.kind for d in done],
+        "seqs": [d.seq for d in done], "code_fps": [d.code_fp for d in done],
+        "args_fps": [d.args_fp for d in done], "results": [d.value.inline for d in done],
+        "hashes": [d.value.hash for d in done], "sizes": [d.value.size for d in done],
+        "attempts": [d.attempt for d in done], "max_attempts": [d.max_attempts for d in done],
+        "started_ats": [d.started_at for d in done],
+        "payload_hashes": list(payloads), "payload_data": list(payloads.values())})
+    return written == len(done)
 
 
 def fail(conn: Connection, who: Owner, failure: StepFailure) -> None:

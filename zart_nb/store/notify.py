@@ -3,11 +3,14 @@
 One listening connection per process and channel; waiters take a ``token`` (a counter
 per key) *before* reading the database, then ``wait(key, token, timeout)`` returns at
 once if a notification for ``key`` arrived in between. The timeout is the slow poll
-that covers a lost connection.
+that covers a lost connection. ``wait_async`` is the same wait for code on an event
+loop: the listening thread completes a future on that loop, no thread is held.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import threading
 from collections import defaultdict
 
@@ -24,6 +27,7 @@ class Listener:
         self.store = store
         self.channel = channel
         self._counts: dict[str, int] = defaultdict(int)
+        self._futures: dict[str, list[asyncio.Future[None]]] = defaultdict(list)
         self._cond = threading.Condition()
         self._stopped = threading.Event()
         self._ready = threading.Event()
@@ -39,6 +43,24 @@ class Listener:
         """True when ``key`` was notified since ``token`` was taken."""
         with self._cond:
             return self._cond.wait_for(lambda: self._counts[key] != token, timeout)
+
+    async def wait_async(self, key: str, token: int, timeout: float) -> bool:
+        """``wait`` for a coroutine: the event loop goes on meanwhile."""
+        future = asyncio.get_running_loop().create_future()
+        with self._cond:
+            if self._counts[key] != token:
+                return True
+            self._futures[key].append(future)
+        try:
+            await asyncio.wait_for(future, timeout)
+            return True
+        except TimeoutError:
+            return False
+        finally:
+            with self._cond:
+                waiting = self._futures.get(key)
+                if waiting is not None and future in waiting:
+                    waiting.remove(future)
 
     def close(self) -> None:
         self._stopped.set()
@@ -66,12 +88,28 @@ class Listener:
         with self._cond:
             self._counts[key] += 1
             self._cond.notify_all()
+            _wake(self._futures.pop(key, []))
 
     def _bump_all(self) -> None:
         with self._cond:
             for key in self._counts:
                 self._counts[key] += 1
             self._cond.notify_all()
+            for futures in self._futures.values():
+                _wake(futures)
+            self._futures.clear()
+
+
+def _wake(futures: list[asyncio.Future[None]]) -> None:
+    """Complete ``futures`` from this (the listening) thread, each on its own loop."""
+    for future in futures:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits any more
+            future.get_loop().call_soon_threadsafe(_resolve, future)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 _lock = threading.Lock()

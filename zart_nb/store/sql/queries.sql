@@ -222,6 +222,36 @@ SET status = 'completed', kind = EXCLUDED.kind, seq = EXCLUDED.seq, code_fp = EX
     error = NULL, error_kind = NULL, error_payload = NULL, traceback = NULL,
     started_at = EXCLUDED.started_at, finished_at = now()
 
+-- name: complete_steps
+-- Commit the results of several steps of one execution at once (async steps that
+-- completed together), large ones once per content in payloads, in one round trip;
+-- only while this process still owns the run and it is not cancelled: all or none.
+WITH payload AS (
+    INSERT INTO payloads (hash, data, size)
+    SELECT p.hash, p.data, length(p.data)
+    FROM unnest(%(payload_hashes)s::bytea[], %(payload_data)s::bytea[]) AS p(hash, data)
+    ON CONFLICT (hash) DO NOTHING
+)
+INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, code_fp, args_fp, result,
+                        result_hash, result_size, attempts, max_attempts, started_at,
+                        finished_at)
+SELECT %(run_id)s, %(generation)s, c.name, c.kind, 'completed', c.seq, c.code_fp, c.args_fp,
+       c.result, c.result_hash, c.size, c.attempt, c.max_attempts, c.started_at, now()
+FROM unnest(%(names)s::text[], %(kinds)s::text[], %(seqs)s::integer[], %(code_fps)s::bytea[],
+            %(args_fps)s::bytea[], %(results)s::bytea[], %(hashes)s::bytea[],
+            %(sizes)s::bigint[], %(attempts)s::integer[], %(max_attempts)s::integer[],
+            %(started_ats)s::timestamptz[])
+     AS c(name, kind, seq, code_fp, args_fp, result, result_hash, size, attempt, max_attempts,
+          started_at)
+WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
+              AND status IN ('running', 'waiting'))
+ON CONFLICT (run_id, generation, name) DO UPDATE
+SET status = 'completed', kind = EXCLUDED.kind, seq = EXCLUDED.seq, code_fp = EXCLUDED.code_fp,
+    args_fp = EXCLUDED.args_fp, result = EXCLUDED.result, result_hash = EXCLUDED.result_hash,
+    result_size = EXCLUDED.result_size, attempts = EXCLUDED.attempts,
+    error = NULL, error_kind = NULL, error_payload = NULL, traceback = NULL,
+    started_at = EXCLUDED.started_at, finished_at = now()
+
 -- name: fail_step
 -- A step failed for good: keep its exception and traceback for the next execution.
 WITH attempt AS (
