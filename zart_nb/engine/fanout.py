@@ -8,6 +8,8 @@ not started twice, failed or changed ones are queued again.
 
 Waiting wakes on LISTEN/NOTIFY, with a slow poll as the fallback; the body's process
 starts a local worker pool (``ZART_WORKERS``, default 2; 0 relies on external workers).
+With an executor (``wait(handles, executor=...)``, see ``backends``), the waiting body
+runs the children on it instead (``executors``); their rows stay the same.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from typing import Any
 import cloudpickle
 
 from .. import codec
-from ..errors import PayloadError, StepFailed, UsageError
+from ..errors import PayloadError, UsageError
 from ..store import queue as queue_db
 from ..store.notify import listener
-from ..store.records import ChildOutcome, JournalEntry, NewChild
-from . import hooks
+from ..store.records import JournalEntry, NewChild
+from . import backends, hooks
+from .attempts import outcome_of
 from .execution import Execution, body_execution
+from .executors import Driver
 from .fingerprint import code_fingerprint
 from .model import Err, Ok, Outcome
 from .steps import NamedCall, StepFunction
@@ -75,7 +79,8 @@ class Children:
         batch, self.pending = self.pending, []
         with ex.lock:
             queue_db.insert(ex.conn, ex.who, ex.namespace, batch)
-        ensure_local_workers(ex)
+        if not backends.configured(ex.executor):  # else the waiting body runs them
+            ensure_local_workers(ex)
 
 
 def children_of(ex: Execution) -> Children:
@@ -130,11 +135,16 @@ def schedule(fn: Callable[..., Any] | StepFunction | NamedCall, *args: Any,
     return handle
 
 
-def wait(handles: StepHandle | list[StepHandle], return_exceptions: bool = False) -> Any:
+def wait(handles: StepHandle | list[StepHandle], return_exceptions: bool = False, *,
+         executor: Any = None) -> Any:
     """The results of ``handles`` in order, once every child finished.
 
     Fail-fast by default: the first failed child's error is raised (a note names the
     child). With ``return_exceptions=True`` errors are returned in place of results.
+    ``executor``: run the children on it (a ``concurrent.futures.Executor``, a Dask
+    client, a name such as ``"dask://host:8786"``; ``"off"``: zart-nb's workers) while
+    their rows, leases and results stay in PostgreSQL; by default the body's, then the
+    kernel's (``%zart_executor``), then ``ZART_EXECUTOR``'s, else zart-nb's workers.
     """
     single = isinstance(handles, StepHandle)
     items = [handles] if isinstance(handles, StepHandle) else list(handles)
@@ -143,12 +153,13 @@ def wait(handles: StepHandle | list[StepHandle], return_exceptions: bool = False
             raise UsageError(f"wait() takes handles returned by schedule(), not {type(h).__name__}")
     ex = body_execution()
     if ex is not None:
-        _collect(ex, items, return_exceptions)
+        _collect(ex, items, return_exceptions, executor)
     results = [_result_of(ex, h, return_exceptions) for h in items]
     return results[0] if single else results
 
 
-def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) -> None:
+def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool,
+             executor: Any) -> None:
     children_of(ex).flush(ex)
     if not ex.progress_shown:  # a fully replayed fan-out shows its progress too
         ex.progress_shown = True
@@ -156,43 +167,45 @@ def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) ->
     waiting = {h.name: h for h in items if h.outcome is None and h.entry is None}
     if not waiting:
         return
-    # children queued by an earlier execution (that died) were not flushed now: the
-    # workers that will run them must be started all the same
-    ensure_local_workers(ex)
+    backend = backends.choose(executor, ex.executor)
+
+    def settle(name: str, outcome: Outcome) -> None:
+        handle = waiting.pop(name)
+        handle.outcome = outcome
+        if isinstance(outcome, Err) and not return_exceptions:
+            raise _with_note(outcome.error, name, ex.run_id)
+
+    if backend is None:
+        # children queued by an earlier execution (that died) were not flushed now: the
+        # workers that will run them must be started all the same
+        ensure_local_workers(ex)
     ex.set_status("waiting")
-    notes = listener(ex.store)
     try:
-        while waiting:
-            ex.check_live()
-            token = notes.token(ex.run_id)
-            with ex.lock:
-                rows = queue_db.outcomes(ex.conn, ex.run_id, ex.generation, list(waiting))
-            for row in rows:
-                handle = waiting.pop(row.name)
-                handle.outcome = _outcome_of(ex, row)
-                if isinstance(handle.outcome, Err) and not return_exceptions:
-                    raise _with_note(handle.outcome.error, handle.name, ex.run_id)
-            if waiting and notes.wait(ex.run_id, token, POLL_SECONDS):
-                ex.look_for_cancel()
-                # Each look costs about a microsecond per waiting name, and every batch a
-                # worker commits notifies: while many wait, let several batches land
-                # before looking again (the last children are seen at once).
-                time.sleep(min(MAX_COALESCE_SECONDS, len(waiting) * COALESCE_PER_CHILD))
+        if backend is not None:
+            Driver(ex, backend, settle).drive(list(waiting))
+        else:
+            _wait_for_workers(ex, waiting, settle)
     finally:
         ex.set_status("running")
 
 
-def _outcome_of(ex: Execution, row: ChildOutcome) -> Outcome:
-    name = row.name
-    if row.status == "completed":
-        return Ok(ex.stored_value(row.result, row.result_hash, f"result of child {name!r}"))
-    if row.error_payload is not None:
-        try:
-            return Err(codec.decode(row.error_payload, what=f"error of child {name!r}"))
-        except PayloadError as exc:
-            return Err(exc)
-    return Err(StepFailed(f"child {name!r}: {row.error or 'failed'}", step=name,
-                          reason="worker_lost"))
+def _wait_for_workers(ex: Execution, waiting: dict[str, StepHandle],
+                      settle: Callable[[str, Outcome], None]) -> None:
+    """Wait for zart-nb's workers (the PostgreSQL queue) to finish the children."""
+    notes = listener(ex.store)
+    while waiting:
+        ex.check_live()
+        token = notes.token(ex.run_id)
+        with ex.lock:
+            rows = queue_db.outcomes(ex.conn, ex.run_id, ex.generation, list(waiting))
+        for row in rows:
+            settle(row.name, outcome_of(ex, row))
+        if waiting and notes.wait(ex.run_id, token, POLL_SECONDS):
+            ex.look_for_cancel()
+            # Each look costs about a microsecond per waiting name, and every batch a
+            # worker commits notifies: while many wait, let several batches land
+            # before looking again (the last children are seen at once).
+            time.sleep(min(MAX_COALESCE_SECONDS, len(waiting) * COALESCE_PER_CHILD))
 
 
 def _with_note(error: BaseException, name: str, run_id: str) -> BaseException:

@@ -69,6 +69,7 @@ class DurableRequest:
     on_change: OnChange = "rerun"
     on_failure: Callable[[Any, BaseException], Any] | None = None
     detach: bool = False
+    executor: Any = None  # where its waits run children (--executor)
 
 
 def run_durable_cell(shell: Any, source: str, request: DurableRequest) -> Any:
@@ -92,7 +93,7 @@ def run_durable_cell(shell: Any, source: str, request: DurableRequest) -> Any:
     def make_request() -> RunRequest:
         return RunRequest(body, request.name, run_id, options=Options(on_change=request.on_change),
                           on_failure=request.on_failure, source=lambda: source, resumable=True,
-                          result_optional=True)
+                          result_optional=True, executor=request.executor)
 
     pool = LocalPool(request.workers).start() if request.workers else None
     timer = _Deadline(run_id, request, body) if request.timeout else None
