@@ -766,9 +766,9 @@ EXECUTORS = [
     * **Kill the kernel mid-way.** Run the durable cell with `--restart`, restart the
       kernel while the bar moves, run all again: the finished children are loaded, the
       others go to the cluster again (their attempt counted).
-    * **Kill a Dask worker** (`import os, signal; os.kill(next(iter(client.run(os.getpid).values())), signal.SIGKILL)`
-      from another notebook): the tasks it held are computed again; every result is
-      committed once.
+    * **Kill a Dask worker** while the bar moves (`kill -9` in a terminal, one of the pids
+      that `client.run(os.getpid)` lists; its nanny starts a new one): the tasks it held
+      are computed again, and every result is committed once.
     * **Other executors**: `--executor "loky:4"`, a `ProcessPoolExecutor`, ipyparallel's
       `rc.executor()`, `zart_nb.ray_executor()`.
 

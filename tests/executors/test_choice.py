@@ -142,3 +142,15 @@ def test_an_executor_outside_a_body_is_not_needed(tmp_path):
     # outside a durable body a child runs at once, as before: wait only collects
     handle = schedule(bodies.record, str(tmp_path / "log"), 3)
     assert wait(handle, executor="threads:1") == 9
+
+
+def test_a_dask_scheduler_that_does_not_answer_is_one_line(env, sql, tmp_path):
+    import dask
+
+    env(ZART_WORKERS=0)
+    bodies.EXECUTOR["executor"] = "dask://127.0.0.1:1"  # nothing listens there
+    with dask.config.set({"distributed.comm.timeouts.connect": "1s"}), \
+            pytest.raises(UsageError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:1: "
+                                            r"OSError: Timed out trying to connect"):
+        execute(bodies.fan, (str(tmp_path / "log"), 2), name="fan", run_id="nowhere")
+    assert {r["status"] for r in sql("SELECT status FROM steps")} == {"scheduled"}

@@ -193,7 +193,12 @@ def dask_executor(address_or_client: Any = None) -> DaskExecutor:
     if is_dask_client(address_or_client):
         return DaskExecutor(address_or_client)
     distributed = _engine("distributed", "dask")
-    return DaskExecutor(distributed.Client(address_or_client))
+    try:
+        client = distributed.Client(address_or_client)
+    except (OSError, TimeoutError) as exc:  # no scheduler there
+        raise UsageError(f"cannot reach the Dask scheduler at {address_or_client}: "
+                         f"{type(exc).__name__}: {exc}") from None
+    return DaskExecutor(client)
 
 
 def ray_executor(address: str | None = None, **init: Any) -> RayExecutor:
