@@ -8,6 +8,9 @@
 ``python -m tests.chaos.report --render``   rewrite the documents from the figures
                                             already in docs/figures/, running nothing
 
+Figures of a benchmark run on its own may be merged into ``benchmarks.json``'s results
+with an entry in its ``apart`` map (date, command): the page says so under it.
+
 The raw figures are kept in ``docs/figures/reliability.json`` and
 ``docs/figures/benchmarks.json``: the documents are a rendering of them, never edited
 by hand.
@@ -299,9 +302,13 @@ def render_performance(data: dict) -> str:
     if missed:
         lines += ["Known causes of the misses:", ""] + \
             [f"- **{name}**: {why}" for name, why in missed if why] + [""]
+    apart = data.get("apart", {})
     for name in sorted(results):
         figures = results[name]
         lines += [f"## {name}", "", *_describe(name), ""]
+        if name in apart:  # merged into the figures of another run: say when and how
+            lines += [f"_Measured apart from the rest of this page, on {apart[name]['date']}, "
+                      f"with `{apart[name]['command']}`._", ""]
         if figures and all(isinstance(v, dict) for v in figures.values()):
             rows = [{"case": k, **v} for k, v in figures.items()]
             keys = list(dict.fromkeys(k for r in rows for k in r))
