@@ -85,6 +85,7 @@ def test_reads_and_binds(source, reads, binds):
     ("%%zart_durable n --detach --executor off\n1", "--executor cannot go with --detach"),
     ("%zart_executor nope", "EXPR 'nope' does not evaluate: NameError"),
     ("%zart_executor 'loky:0'", "executor='loky:0' names no executor"),
+    ("%zart_executor loky:0", "EXPR 'loky:0' does not evaluate"),
     ("%zart_attach", "the following arguments are required: ID"),
 ])
 def test_usage_errors_are_one_line_with_usage(ip, cell, reason):
@@ -226,6 +227,11 @@ def test_executor_magics_send_children_to_the_executor(ip, zart_env, monkeypatch
         assert result.success and result.result == [0, 2, 4], err
         workers = {r["worker"].split(":")[0] for r in sql("SELECT worker FROM steps")}
         assert workers == {"executor"}
+        result, out, _ = run(ip, "%zart_executor threads:3")  # a name, as written
+        assert out == "zart: children of durable bodies run on threads:3\n"
+        result, out, err = run(ip, "%%zart_durable thirds --executor threads:1\n"
+                                   "wait([schedule(double, i) for i in range(2)])\n")
+        assert result.success and result.result == [0, 2], err
         result, out, _ = run(ip, "%zart_executor off")
         assert out.endswith("run on zart-nb's workers (the PostgreSQL queue)\n")
     finally:

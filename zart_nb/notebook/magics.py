@@ -9,6 +9,7 @@ raised while a cell executes (a duplicate step name, a changed step under
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,7 +22,7 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Enum
 
-from ..config import ExecutorSpec, settings
+from ..config import ExecutorSpec, parse_executor, settings
 from ..durations import parse_duration
 from ..engine import backends
 from ..engine.model import ON_CHANGE_POLICIES as ON_CHANGE
@@ -91,11 +92,15 @@ class ZartMagics(Magics):
         return function
 
     def _executor(self, func: Magic, expr: str, what: str, cell: bool) -> Any:
-        """The executor ``expr`` evaluates to (a bare ``off`` is the queue), checked now."""
-        if expr.strip() == "off":
-            return "off"
+        """The executor ``expr`` names (``loky:4``, ``dask://host:8786``, ``off``: taken as
+        written, unless it is a variable of the notebook) or evaluates to; checked now."""
+        text = expr.strip()
+        if text not in self.ip.user_ns:
+            with contextlib.suppress(UsageError):
+                parse_executor(text, what=what)
+                return text
         try:
-            value = self.ip.ev(expr)
+            value = self.ip.ev(text)
         except Exception as exc:
             raise self._bad(func, f"{what} {expr!r} does not evaluate: "
                                   f"{type(exc).__name__}: {exc}", cell) from None
@@ -366,7 +371,7 @@ def _describe(executor: Any) -> str:
         return "zart-nb's workers (the PostgreSQL queue)"
     if isinstance(executor, ExecutorSpec):
         return f"{executor} (ZART_EXECUTOR)"
-    return repr(executor)
+    return executor if isinstance(executor, str) else repr(executor)
 
 
 def _magic_name(func: Magic, cell: bool) -> str:
