@@ -59,6 +59,21 @@ def die_once(i, flag):
     return i
 
 
+def die_always(i):
+    """Kills its own process every time: a child that must not loop forever."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def schedule_only(log):
+    """Queues one child and ends without waiting for it."""
+    schedule(record, log, 0)
+
+
+def wait_for_one(log):
+    """The same child, waited for on the test's executor."""
+    return wait(schedule(record, log, 0), executor=EXECUTOR["executor"], return_exceptions=True)
+
+
 def unpicklable(i):
     import threading
 

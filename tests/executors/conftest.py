@@ -25,6 +25,18 @@ COUNT_COMPLETIONS = [  # every write of a child's result, counted by PostgreSQL 
 ]
 
 
+@pytest.fixture(autouse=True)
+def _forget_executors() -> Iterator[None]:
+    """The bodies' executor and the process's default never outlive a test."""
+    from zart_nb.engine import backends
+
+    from . import bodies
+
+    yield
+    bodies.EXECUTOR.clear()
+    backends.set_default(None)
+
+
 @pytest.fixture(scope="session")
 def dask_cluster() -> Iterator[Any]:
     import dask

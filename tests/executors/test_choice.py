@@ -20,13 +20,6 @@ from zart_nb.engine import execute as engine
 from . import bodies
 
 
-@pytest.fixture(autouse=True)
-def _no_default():
-    yield
-    backends.set_default(None)
-    bodies.EXECUTOR.clear()
-
-
 def workers_of(sql) -> set[str]:
     """Who committed the children: the body for its executor, or zart-nb's workers."""
     return {"executor" if r["worker"].startswith("executor:") else "zart-worker"
@@ -146,6 +139,7 @@ def test_an_executor_outside_a_body_is_not_needed(tmp_path):
 
 def test_a_dask_scheduler_that_does_not_answer_is_one_line(env, sql, tmp_path):
     import dask
+    import distributed  # noqa: F401  (its defaults enter dask's config before it changes)
 
     env(ZART_WORKERS=0)
     bodies.EXECUTOR["executor"] = "dask://127.0.0.1:1"  # nothing listens there

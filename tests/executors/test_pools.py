@@ -37,7 +37,6 @@ def executor(request):
         return pool
 
     yield make
-    bodies.EXECUTOR.clear()
     for kind, pool in made:
         if kind == "loky":  # a worker may still hold a child the body gave up on
             pool.shutdown(wait=True, kill_workers=True)
@@ -183,7 +182,6 @@ def test_a_pool_made_from_a_name_is_made_again_when_a_child_kills_its_process(en
     flag.touch()
     bodies.EXECUTOR["executor"] = "loky:2"
     outcome = execute(bodies.each, (bodies.die_once, 4, str(flag)), name="die", run_id="die")
-    bodies.EXECUTOR.clear()
 
     assert outcome.value == [0, 1, 2, 3] and not flag.exists()
     rows = {r["name"]: r for r in sql("SELECT name, status, attempts FROM steps")}
@@ -192,3 +190,32 @@ def test_a_pool_made_from_a_name_is_made_again_when_a_child_kills_its_process(en
     assert "die_once-2" in {h["name"] for h in history}
     assert all("TerminatedWorkerError" in h["error"] or "BrokenProcessPool" in h["error"]
                for h in history), history
+
+
+def test_a_child_that_always_kills_its_worker_fails_as_worker_lost(env, sql):
+    env(ZART_WORKERS=0)
+    bodies.EXECUTOR["executor"] = "loky:2"
+    [error] = execute(bodies.each, (bodies.die_always, 1), name="die", run_id="die").value
+
+    assert isinstance(error, StepFailed) and error.reason == "worker_lost"
+    assert "worker lost 3 times" in str(error)  # 1 attempt + the 2 losses beyond it
+    row = sql("SELECT status, attempts, error_kind FROM steps WHERE kind = 'child'")[0]
+    assert (row["status"], row["attempts"], row["error_kind"]) == ("failed", 3, "framework")
+    assert [a["attempt"] for a in run("die").attempts("die_always-0")] == [1, 2, 3]
+
+
+def test_a_child_whose_holders_were_lost_too_often_fails_when_taken_over(env, sql, executor,
+                                                                          tmp_path):
+    env(ZART_WORKERS=0)
+    log = str(tmp_path / "log")
+    execute(bodies.schedule_only, (log,), name="orphan", run_id="orphan")
+    # as if an earlier body of the run held it, and its holders were lost 3 times
+    sql("UPDATE steps SET status = 'running', worker = 'executor:gone:1:x', attempts = 3, "
+        "lease_until = now() + interval '1 hour' WHERE kind = 'child'")
+    executor("threads")
+    outcome = execute(bodies.wait_for_one, (log,), name="orphan", run_id="orphan",
+                      replay_completed=True)
+
+    assert isinstance(outcome.value, StepFailed) and outcome.value.reason == "worker_lost"
+    assert "its holder went away 3 times" in str(outcome.value)
+    assert not (tmp_path / "log").exists()  # not run again
