@@ -759,6 +759,90 @@ ASYNC = [
     """),
 ]
 
+EXECUTORS = [
+    md("""
+    # 9. Fan-out on your own cluster: Dask, or any executor
+
+    By default the children of a fan-out are rows that zart-nb's own workers claim (the
+    local pool, `zart-nb worker` on other machines). If you already run a cluster, a
+    Dask cluster here, let **it** compute: pass it to `wait(handles, executor=...)`, to
+    the cell with `--executor`, or to the whole kernel with `%zart_executor`.
+
+    Durability does not move. The children are still rows in PostgreSQL; the waiting
+    body claims them, sends them to the cluster, and commits each result as it comes
+    back. Restart the kernel mid-way: the children that finished are loaded, only the
+    others are sent again. The cluster's workers need no database and no zart-nb secret.
+    """),
+    LOAD,
+    md("""
+    A Dask cluster of two worker processes on this machine. Yours could be
+    `Client("tcp://scheduler:8786")`, a dask-jobqueue cluster on Slurm, Kubernetes or
+    Coiled: anything a `distributed.Client` connects to.
+    """),
+    code("""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    client = Client(cluster)
+    print(client)
+    """),
+    code("""
+    import time
+    from zart_nb import context, schedule, step, wait
+
+    @step("score-{i}")                  # defined in the notebook: sent to Dask by value
+    def score(i):
+        time.sleep(0.05)                # the work
+        return {"i": i, "score": (i * 37) % 101, "attempt": context().attempt}
+    """),
+    md("""
+    `--executor client` sends this cell's children to the cluster. The progress widget
+    is the same as with zart-nb's workers, with the current rate and the time left.
+    """),
+    code("""
+    %%zart_durable scoring --executor client
+    scores = wait([schedule(score, i) for i in range(120)])
+    best = max(scores, key=lambda s: s["score"])
+    best
+    """),
+    md("""
+    Each child's row says who committed it: the body, as the cluster's worker.
+    """),
+    code("""
+    from zart_nb import run
+
+    steps = run("scoring").steps
+    print(len(scores), "scores;", sum(s["status"] == "completed" for s in steps), "committed by",
+          {s["worker"].split(":")[0] for s in steps})
+    """),
+    md("""
+    `%zart_executor client` makes the cluster this kernel's default for every durable
+    body that names none (`%zart_executor off` goes back to zart-nb's workers). In a
+    script or a worker, `ZART_EXECUTOR=dask://scheduler:8786` does the same.
+    """),
+    code("%zart_executor client"),
+    md("""
+    ## Now try it
+
+    * **Restart the kernel and run all.** `scoring` replays: no child is sent to the
+      cluster, the widget shows them all replayed.
+    * **Kill the kernel mid-way.** Run the durable cell with `--restart`, restart the
+      kernel while the bar moves, run all again: the finished children are loaded, the
+      others go to the cluster again (their attempt counted).
+    * **Kill a Dask worker** while the bar moves (`kill -9` in a terminal, one of the pids
+      that `client.run(os.getpid)` lists; its nanny starts a new one): the tasks it held
+      are computed again, and every result is committed once.
+    * **Other executors**: `--executor "loky:4"`, a `ProcessPoolExecutor`, ipyparallel's
+      `rc.executor()`, `zart_nb.ray_executor()`.
+
+    The cluster stops with the kernel; to stop it now:
+    """),
+    code("""
+    client.close()
+    cluster.close()
+    """),
+]
+
 NOTEBOOKS = {
     "01-quickstart.ipynb": QUICKSTART,
     "02-fan-out.ipynb": FAN_OUT,
@@ -770,6 +854,7 @@ NOTEBOOKS = {
     "06-approval-b.ipynb": APPROVAL_B,
     "07-error-handling.ipynb": ERRORS,
     "08-async.ipynb": ASYNC,
+    "09-executors.ipynb": EXECUTORS,
 }
 
 

@@ -48,7 +48,8 @@ function render({ model, el }) {
   const barRow = h("div", "zp-bar-row");
   const bar = h("div", "zp-bar");
   const pct = h("span", "zp-pct");
-  barRow.append(bar, pct);
+  const pace = h("span", "zp-pace");
+  barRow.append(bar, pct, pace);
 
   const legend = h("div", "zp-legend");
   const canvas = h("canvas", "zp-grid");
@@ -112,6 +113,23 @@ function render({ model, el }) {
       item.dataset.count = n;
       legend.append(item);
     }
+  }
+
+  // children/s lately and the time left at that rate (measured by the kernel from the
+  // snapshots it read, whichever backend runs the children); the average once ended
+  function updatePace() {
+    const rate = model.get("rate") || 0;
+    const eta = model.get("eta");
+    root.dataset.rate = rate;
+    root.dataset.eta = eta;
+    if (rate <= 0) {
+      pace.textContent = "";
+      return;
+    }
+    let text = `${rate >= 100 ? Math.round(rate).toLocaleString() : rate.toFixed(1)} children/s`;
+    if (eta > 0 && LIVE.has(model.get("status"))) text += ` \u00b7 ~${duration(eta)} left`;
+    pace.textContent = text;
+    pace.title = "children finished per second over the last 10 s, and the time the rest would take at that rate";
   }
 
   function drawGrid() {
@@ -245,12 +263,13 @@ function render({ model, el }) {
     received = performance.now();
     updateHead();
     updateBar();
+    updatePace();
     drawGrid();
     updateFailed();
   }
 
   const handlers = {
-    "change:status": () => { updateHead(); updateBar(); },
+    "change:status": () => { updateHead(); updateBar(); updatePace(); },
     "change:elapsed": () => { received = performance.now(); tick(); },
     "change:live": tick,
     "change:run_name": updateHead,
@@ -262,6 +281,8 @@ function render({ model, el }) {
     "change:failed": updateFailed,
     "change:detail": updateDetail,
     "change:message": () => { message.textContent = model.get("message"); },
+    "change:rate": updatePace,
+    "change:eta": updatePace,
   };
   for (const [event, fn] of Object.entries(handlers)) model.on(event, fn);
 

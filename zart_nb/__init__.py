@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from .codec import ship
 from .engine import hooks as _hooks
+from .engine.backends import dask_executor, ray_executor
 from .engine.context import context
 from .engine.fanout import StepHandle, schedule, wait
 from .engine.model import Err, Failed, Ok, Report, RetryPolicy, StepContext
@@ -67,9 +68,11 @@ __all__ = [
     "__version__",
     "capture",
     "context",
+    "dask_executor",
     "durable",
     "load_ipython_extension",
     "now",
+    "ray_executor",
     "run",
     "runs",
     "schedule",

@@ -86,10 +86,22 @@ def encode(value: Any, *, what: str = "value", owner: str = "") -> bytes:
     ``step 'load': result['conn']: cannot pickle 'psycopg.Connection'``).
     """
     try:
-        body = cloudpickle.dumps(value, protocol=_PROTOCOL)
+        body = dumps(value)
     except Exception as exc:  # pickling raises many kinds of errors
         reason = unpicklable_reason(value, what, exc)
         raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
+    return seal_pickle(body, what=what, owner=owner)
+
+
+def dumps(value: Any) -> bytes:
+    """``value`` pickled as zart-nb's payloads are (cloudpickle, protocol 5), unsealed."""
+    body: bytes = cloudpickle.dumps(value, protocol=_PROTOCOL)
+    return body
+
+
+def seal_pickle(body: bytes, *, what: str = "value", owner: str = "") -> bytes:
+    """A pickle made elsewhere with this Python and cloudpickle (``PICKLED_BY``), sealed
+    without being unpickled; refused when PostgreSQL could not store it."""
     if len(body) > MAX_PAYLOAD:
         reason = (f"{what} pickles to {len(body) / (1 << 20):,.0f} MiB; PostgreSQL stores at most "
                   f"{MAX_PAYLOAD >> 20:,} MiB in one value: keep it in a file or an object store "
@@ -100,6 +112,10 @@ def encode(value: Any, *, what: str = "value", owner: str = "") -> bytes:
 
 def seal(body: bytes) -> bytes:
     return b"".join((_HEADER, _mac(_HEADER, body), body))
+
+
+PICKLED_BY = (sys.version_info.major, sys.version_info.minor, cloudpickle.__version__)
+"""Who pickles this process's payloads: a pickle from a process with the same may be sealed."""
 
 
 def _mac(header: bytes | memoryview, body: bytes | memoryview) -> bytes:

@@ -8,18 +8,60 @@
 ``ZART_LEASE_SECONDS``     run and child leases (default 30); heartbeats every third
 ``ZART_WORKERS``           size of the local worker pool a waiting body starts (default 2)
 ``ZART_NAMESPACE``         the worker namespace children are queued under (default ``default``)
+``ZART_EXECUTOR``          where waiting bodies run their children by default (see below);
+                           unset or ``off``: zart-nb's workers (the PostgreSQL queue)
 =========================  ==========================================================
+
+``ZART_EXECUTOR`` names an executor by a string, since an environment variable cannot
+hold one: ``dask://HOST:PORT`` (a Dask scheduler; ``dask://tls://…`` for another
+protocol), ``ray`` or ``ray://HOST:PORT`` (Ray), ``loky[:N]``, ``processes[:N]`` (a
+``ProcessPoolExecutor``), ``threads[:N]`` (a ``ThreadPoolExecutor`` in the body's
+process), ``off``. The engine connects to it, or starts it, when a body first waits.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .errors import UsageError
+
+_EXECUTOR = re.compile(r"(?P<kind>off|loky|processes|threads)(?::(?P<workers>[1-9]\d{0,4}))?"
+                       r"|dask://(?P<dask>\S+)|ray(?P<ray>://\S+)?")
+
+
+@dataclass(frozen=True)
+class ExecutorSpec:
+    """An executor named by a string (``ZART_EXECUTOR``, or a string passed as one)."""
+
+    kind: str  # off, dask, ray, loky, processes, threads
+    address: str | None = None  # dask, ray
+    workers: int | None = None  # loky, processes, threads (None: the executor's default)
+
+    def __str__(self) -> str:
+        if self.kind == "dask":
+            return f"dask://{(self.address or '').removeprefix('tcp://')}"
+        if self.kind == "ray":
+            return self.address or "ray"
+        return self.kind + (f":{self.workers}" if self.workers else "")
+
+
+def parse_executor(text: str, *, what: str = "ZART_EXECUTOR") -> ExecutorSpec:
+    """The executor ``text`` names; a UsageError says what is accepted."""
+    m = _EXECUTOR.fullmatch(text.strip())
+    if m is None:
+        raise UsageError(f"{what}={text!r} names no executor: use dask://HOST:PORT, ray, "
+                         "ray://HOST:PORT, loky[:N], processes[:N], threads[:N] or off")
+    if m["dask"]:
+        address = m["dask"] if "://" in m["dask"] else f"tcp://{m['dask']}"
+        return ExecutorSpec("dask", address=address)
+    if m["kind"] is None:
+        return ExecutorSpec("ray", address=f"ray{m['ray']}" if m["ray"] else None)
+    return ExecutorSpec(m["kind"], workers=int(m["workers"]) if m["workers"] else None)
 
 
 @dataclass(frozen=True)
@@ -31,6 +73,7 @@ class Settings:
     lease_seconds: float = 30.0
     workers: int = 2
     namespace: str = "default"
+    executor: ExecutorSpec | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -45,6 +88,7 @@ class Settings:
             lease_seconds=_number(env, "ZART_LEASE_SECONDS", 30.0, float),
             workers=_number(env, "ZART_WORKERS", 2, int),
             namespace=env.get("ZART_NAMESPACE") or "default",
+            executor=parse_executor(env["ZART_EXECUTOR"]) if env.get("ZART_EXECUTOR") else None,
         )
 
     def evolve(self, **changes: Any) -> Settings:

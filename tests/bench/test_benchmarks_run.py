@@ -11,7 +11,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 FAST = ["sequential_steps", "replay_rate", "payload_roundtrip", "restart_to_first_step",
-        "replay_memory", "fingerprint_cost"]
+        "replay_memory", "fingerprint_cost", "executor_dask_trivial"]
 
 
 def test_quick_benchmarks_print_json(db_url):

@@ -1,10 +1,12 @@
 """The progress widget in a real browser: JupyterLab, Debian's chromium, Playwright.
 
-A notebook runs a fan-out of 200 children (one fails while a flag file exists): the
-widget renders from the anywidget ESM, moves live and reaches 100 %; clicking the failed
-child shows its traceback and its Retry button re-runs it through a custom message.
-After a kernel restart from the toolbar, the cell runs again and the widget shows every
-child replayed. Screenshots go to ``test-output/browser/``.
+The user's own path: a notebook whose ``%%zart_durable`` cell fans out 200 children (one
+fails while a flag file exists). Run from Lab's menu, the widget appears by itself
+(``%load_ext zart_nb`` registered it), renders from the anywidget ESM, moves live and
+reaches 100 %; clicking the failed child shows its traceback and its Retry button re-runs
+it through a custom message. The kernel is restarted from Lab's toolbar, the cell runs
+again, and the widget shows every child replayed. Screenshots go to
+``test-output/browser/``.
 """
 
 from __future__ import annotations
@@ -26,35 +28,29 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-output" / "browser"
 N = 200
-FANOUT_CELL = f"""\
+SETUP_CELL = """\
 %load_ext zart_nb
 import os, time
-from zart_nb import durable, schedule, wait
-from zart_nb.notebook import progress
-progress.register(get_ipython())  # wait() shows the widget (what %load_ext does once wired)
+from zart_nb import schedule, wait
 
 FLAG = os.path.abspath("fail-child-7")
 
 def work(i, flag):
     time.sleep(0.01 + (i % 11) / 1000)
     if i == 7 and os.path.exists(flag):
-        raise ValueError(f"child {{i}} fails while {{flag}} exists")
+        raise ValueError(f"child {i} fails while {flag} exists")
     return i
-
-@durable("browser-fanout")
-def fanout(n):
-    results = wait([schedule(work, i, FLAG) for i in range(n)], return_exceptions=True)
-    return sum(r for r in results if isinstance(r, int))
-
-total = fanout({N})
-# wait() showed the progress (this is then a no-op); a completed run is not executed
-# again, its stored result comes back: show its children as replayed
-progress.show_for_run("browser-fanout", replayed_before="now")
+"""
+FANOUT_CELL = f"""\
+%%zart_durable browser-fanout
+results = wait([schedule(work, i, FLAG) for i in range({N})], return_exceptions=True)
+total = sum(r for r in results if isinstance(r, int))
 print("total", total)
 """
 NOTEBOOK = {
-    "cells": [{"cell_type": "code", "execution_count": None, "id": "fanout", "metadata": {},
-               "outputs": [], "source": FANOUT_CELL}],
+    "cells": [{"cell_type": "code", "execution_count": None, "id": cell_id, "metadata": {},
+               "outputs": [], "source": source}
+              for cell_id, source in (("setup", SETUP_CELL), ("fanout", FANOUT_CELL))],
     "metadata": {"kernelspec": {"display_name": "Python 3 (ipykernel)", "language": "python",
                                 "name": "python3"}},
     "nbformat": 4, "nbformat_minor": 5,
@@ -141,7 +137,8 @@ def widget_state(page) -> dict:
         """e => ({...e.dataset,
                   counts: Object.fromEntries([...e.querySelectorAll('.zp-count')]
                                               .map(c => [c.dataset.state, +c.dataset.count])),
-                  pct: e.querySelector('.zp-pct').textContent})""")
+                  pct: e.querySelector('.zp-pct').textContent,
+                  pace: e.querySelector('.zp-pace').textContent})""")
 
 
 def test_progress_widget_live_retry_and_replay_after_restart(lab, page, shots):
@@ -155,10 +152,12 @@ def test_progress_widget_live_retry_and_replay_after_restart(lab, page, shots):
     t0 = time.monotonic()
     run_cell(page)
     page.wait_for_selector(WIDGET, timeout=60_000)
-    seen, mid_shot = [], False
+    seen, paces, mid_shot = [], [], False
     while time.monotonic() - t0 < 60:
         state = widget_state(page)
         seen.append(int(state["finished"]))
+        paces.append((float(state.get("rate", 0)), float(state.get("eta", -1)),
+                      state["pace"], state["status"]))
         if not mid_shot and N // 5 < seen[-1] < N * 4 // 5:
             page.locator(WIDGET).screenshot(path=str(shots / "0-running.png"))
             mid_shot = True
@@ -169,9 +168,13 @@ def test_progress_widget_live_retry_and_replay_after_restart(lab, page, shots):
     assert state["total"] == str(N) and state["counts"]["failed"] == 1
     assert state["counts"]["completed"] == N - 1 and state["counts"]["replayed"] == 0
     assert len({f for f in seen if 0 < f < N}) >= 2, f"the bar did not move live: {seen}"
+    assert any(rate > 0 and eta > 0 and "children/s" in text and "left" in text
+               for rate, eta, text, status in paces if status != "completed"), paces
+    assert "children/s" in state["pace"] and "left" not in state["pace"]  # the average
     assert page.locator(f"{WIDGET} canvas.zp-grid").count() == 1
-    page.wait_for_function("() => document.querySelector('.jp-OutputArea').innerText"
-                           f".includes('total {sum(range(N)) - 7}')", timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea')]"
+                           f".some(o => o.innerText.includes('total {sum(range(N)) - 7}'))",
+                           timeout=30_000)
     kernel_idle(page)
 
     # the failed child: one click shows its error and traceback, Retry re-runs it
@@ -184,10 +187,11 @@ def test_progress_widget_live_retry_and_replay_after_restart(lab, page, shots):
     page.locator(WIDGET).screenshot(path=str(shots / "1-widget.png"))
     flag.unlink()
     detail.locator(".zp-retry").click()
-    page.wait_for_function(
+    page.wait_for_function(  # queued again, then run by the kernel's workers
         f"() => {{ const e = document.querySelector('{WIDGET}');"
         " const f = e.querySelector('.zp-count-failed');"
-        " return f && f.dataset.count === '0'; }", timeout=30_000)
+        f" return f && f.dataset.count === '0' && e.dataset.finished === '{N}'; }}",
+        timeout=30_000)
     assert "queued again" in page.locator(f"{WIDGET} .zp-message").inner_text()
     page.locator(WIDGET).screenshot(path=str(shots / "2-after-retry.png"))
 
@@ -201,9 +205,12 @@ def test_progress_widget_live_retry_and_replay_after_restart(lab, page, shots):
     t1 = time.monotonic()
     run_cell(page)
     page.wait_for_selector(f"{WIDGET}[data-status='completed']", timeout=60_000)
-    page.wait_for_function("() => document.querySelector('.jp-OutputArea').innerText"
-                           f".includes('total {sum(range(N))}')", timeout=30_000)
+    page.wait_for_function("() => [...document.querySelectorAll('.jp-OutputArea')]"
+                           f".some(o => o.innerText.includes('total {sum(range(N))}'))",
+                           timeout=30_000)
     replay_seconds = time.monotonic() - t1
+    assert f"run 'browser-fanout': {N} replayed, 0 executed" in page.locator(
+        ".jp-NotebookPanel").inner_text()
     state = widget_state(page)
     assert state["percent"] == "100" and state["counts"]["replayed"] == N, state
     assert state["counts"]["failed"] == 0 and state["counts"]["completed"] == 0

@@ -79,6 +79,13 @@ def test_reads_and_binds(source, reads, binds):
     ("%zart_event r1 e undefined_name", "NameError"),
     ("%zart_worker fly", "invalid choice: 'fly'"),
     ("%zart_runs --limit 0", "--limit must be at least 1"),
+    ("%%zart_durable n --executor nope\n1", "--executor 'nope' does not evaluate: NameError"),
+    ("%%zart_durable n --executor 42\n1", "executor must be a concurrent.futures.Executor"),
+    ("%%zart_durable n --executor \"'spark://x'\"\n1", "names no executor: use dask://HOST:PORT"),
+    ("%%zart_durable n --detach --executor off\n1", "--executor cannot go with --detach"),
+    ("%zart_executor nope", "EXPR 'nope' does not evaluate: NameError"),
+    ("%zart_executor 'loky:0'", "executor='loky:0' names no executor"),
+    ("%zart_executor loky:0", "EXPR 'loky:0' does not evaluate"),
     ("%zart_attach", "the following arguments are required: ID"),
 ])
 def test_usage_errors_are_one_line_with_usage(ip, cell, reason):
@@ -198,3 +205,35 @@ def test_default_notebook_run_and_unstorable_value(ip, zart_env):
     assert again[0].success and "restored" in again[1]
     assert "lock" in repr(again[0].result).lower()  # shown as it was, though not stored
     ip.user_ns.pop("__session__")
+
+
+def test_executor_magics_send_children_to_the_executor(ip, zart_env, monkeypatch, sql):
+    from zart_nb.engine import backends
+
+    monkeypatch.setenv("ZART_WORKERS", "0")  # no zart-nb worker: only an executor runs them
+    run(ip, "from concurrent.futures import ThreadPoolExecutor\npool = ThreadPoolExecutor(2)\n"
+            "from zart_nb import schedule, wait\ndef double(i):\n    return 2 * i\n")
+    try:
+        result, out, err = run(ip, "%%zart_durable doubles --executor pool\n"
+                                   "wait([schedule(double, i) for i in range(5)])\n")
+        assert result.success, err
+        assert result.result == [0, 2, 4, 6, 8]
+        result, out, _ = run(ip, "%zart_executor")
+        assert out == "zart: children of durable bodies run on zart-nb's workers (the PostgreSQL queue)\n"
+        result, out, err = run(ip, "%zart_executor pool")
+        assert result.success and "children of durable bodies run on <concurrent.futures" in out
+        result, out, err = run(ip, "%%zart_durable halves\n"
+                                   "wait([schedule(double, i) for i in range(3)])\n")
+        assert result.success and result.result == [0, 2, 4], err
+        workers = {r["worker"].split(":")[0] for r in sql("SELECT worker FROM steps")}
+        assert workers == {"executor"}
+        result, out, _ = run(ip, "%zart_executor threads:3")  # a name, as written
+        assert out == "zart: children of durable bodies run on threads:3\n"
+        result, out, err = run(ip, "%%zart_durable thirds --executor threads:1\n"
+                                   "wait([schedule(double, i) for i in range(2)])\n")
+        assert result.success and result.result == [0, 2], err
+        result, out, _ = run(ip, "%zart_executor off")
+        assert out.endswith("run on zart-nb's workers (the PostgreSQL queue)\n")
+    finally:
+        backends.set_default(None)
+        run(ip, "pool.shutdown()")

@@ -27,7 +27,7 @@ PROGRESS_ID = "zart_nb.notebook.progress.RunProgress"  # anywidget's _anywidget_
 EXAMPLES = ["01-quickstart.ipynb", "02-fan-out.ipynb", "03-durable-loops.ipynb",
             "04-step-cells.ipynb", "05-share-a-run-a.ipynb", "05-share-a-run-b.ipynb",
             "06-approval-a.ipynb", "06-approval-b.ipynb", "07-error-handling.ipynb",
-            "08-async.ipynb"]
+            "08-async.ipynb", "09-executors.ipynb"]
 
 
 def summary(text: str, run_id: str) -> str:
@@ -280,3 +280,23 @@ def test_an_awaiting_cell_runs_then_replays_under_run_all(run_notebook):
     assert " ...\n" not in body  # nothing fetched again
     assert second.text("print([f[") == cities
     assert second.result("%%zart_durable weather") == "'Nairobi'"
+
+
+# -- 9. executors ------------------------------------------------------------------------
+def test_a_fan_out_on_a_dask_cluster_reaches_100_percent_and_replays(run_notebook):
+    done = clean(run_notebook("09-executors.ipynb"))
+    body = done.text("%%zart_durable")
+    assert summary(body, "scoring") == "0 replayed, 120 executed"
+    assert eval(done.result("%%zart_durable")) == {"i": 30, "score": 100, "attempt": 1}
+    assert done.text("from zart_nb import run") == "120 scores; 120 committed by {'executor'}\n"
+    assert "children of durable bodies run on <Client: 'tcp://127.0.0.1" in done.text("%zart_executor")
+
+    [model_id] = [k for k, m in done.widget_states().items()
+                  if m["state"].get("_anywidget_id") == PROGRESS_ID]
+    final = done.widget_states()[model_id]["state"]
+    assert (final["status"], final["total"], final["finished"]) == ("completed", 120, 120)
+    assert final["states"] == "c" * 120 and final["rate"] > 0 and final["eta"] == 0
+
+    again = clean(run_notebook("09-executors.ipynb"))  # restart, run all: nothing sent
+    assert summary(again.text("%%zart_durable"), "scoring") == "120 replayed, 0 executed"
+    assert again.result("%%zart_durable") == done.result("%%zart_durable")

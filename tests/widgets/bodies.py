@@ -38,3 +38,9 @@ def quicks(n: int) -> int:
 @durable("flaky")
 def flakies(n: int, flag: str) -> list:
     return wait([schedule(flaky, i, flag) for i in range(n)], return_exceptions=True)
+
+
+@durable("naps-on-threads")
+def naps_on_threads(n: int, seconds: float = 0.02) -> int:
+    """The same children on an executor (two threads of this process)."""
+    return sum(wait([schedule(nap, i, seconds) for i in range(n)], executor="threads:2"))

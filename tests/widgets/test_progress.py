@@ -15,7 +15,7 @@ from zart_nb.engine import hooks
 from zart_nb.errors import RunFailed, RunNotFound
 from zart_nb.notebook import progress, tables
 from zart_nb.notebook.progress import RunProgress, TextProgress
-from zart_nb.notebook.progress_state import Snapshot, text_line
+from zart_nb.notebook.progress_state import Pace, Snapshot, text_line
 
 from . import bodies
 
@@ -234,3 +234,45 @@ def _exists(run_id: str) -> bool:
     except RunNotFound:
         return False
     return True
+
+
+def snap(states: str, status: str = "waiting") -> Snapshot:
+    return Snapshot(run_id="r", name="r", status=status, states=states)
+
+
+def test_the_pace_comes_from_the_snapshots_over_time():
+    pace = Pace(window=10.0)
+    # 20 children replayed before the display came: not speed
+    assert pace.observe(snap("p" * 20 + "s" * 80), now=100.0).rate == 0
+    assert pace.left is None and pace.text() == ""
+    pace.observe(snap("p" * 20 + "c" * 10 + "s" * 70), now=101.0)
+    assert (pace.rate, pace.left) == (10.0, 7.0)
+    assert pace.text() == "10.0/s, ~7.0 s left"
+    pace.observe(snap("p" * 20 + "c" * 30 + "r" * 2 + "s" * 48), now=102.0)
+    assert (pace.rate, pace.left) == (15.0, 50 / 15)
+    # the window keeps the last 10 s: the quick start is forgotten
+    pace.observe(snap("p" * 20 + "c" * 30 + "f" + "s" * 49), now=112.0)
+    assert pace.rate == 1 / 10 and pace.left == 49 / 0.1
+    # a failed child retried (finished goes down) is no negative speed
+    pace.observe(snap("p" * 20 + "c" * 30 + "y" + "s" * 49), now=113.0)
+    assert pace.rate >= 0
+    # ended: the average over what the display saw moving, nothing left
+    pace.observe(snap("p" * 20 + "c" * 80, status="completed"), now=120.0)
+    assert (pace.rate, pace.left) == (80 / 20, 0.0)
+    assert pace.text() == "4.0/s"
+
+
+def test_widget_shows_the_rate_and_time_left_of_a_fanout_on_an_executor(zart_env, background):
+    body = background(bodies.naps_on_threads, 60, 0.05)
+    widget = widget_for("naps-on-threads")
+    seen: list[tuple[float, float, str]] = []
+    widget.observe(lambda change: seen.append((widget.rate, widget.eta, widget.status)),
+                   ["rate", "eta"])
+    assert body.result() == sum(range(60))
+    until(lambda: not widget.following, 10, "the follower to stop")
+    assert (widget.status, widget.finished) == ("completed", 60)
+    live = [(rate, eta) for rate, eta, status in seen if status != "completed"]
+    assert any(rate > 0 and eta > 0 for rate, eta in live), seen  # measured while it ran
+    assert widget.rate > 0 and widget.eta == 0  # the average, nothing left
+    assert "/s |" in widget.text()
+    widget.close()

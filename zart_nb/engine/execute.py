@@ -75,6 +75,8 @@ class RunRequest:
     that does not pickle is then resumed from its source. ``result_optional``: a result
     that does not pickle is not an error; the run's stored result is None, and the
     execution's ``BodyResult`` says why (a notebook cell still shows its value).
+    ``executor``: where the body's waits run its children (``wait(executor=...)``);
+    it belongs to this process, so a detached run cannot take one.
     """
 
     body: Callable[..., Any]
@@ -87,6 +89,7 @@ class RunRequest:
     source: Callable[[], str | None] | None = None
     resumable: bool = False
     result_optional: bool = False
+    executor: Any = None
 
     def __post_init__(self) -> None:
         check_name("run id", self.run_id)
@@ -174,6 +177,9 @@ async def _on_loop(steps: Callable[[AsyncLane | None], Steps[BodyResult]]) -> Bo
 
 def detach(request: RunRequest, *, restart: bool = False, store: Store | None = None) -> None:
     """Hand the run to the workers, which execute its stored body (it must pickle)."""
+    if request.executor is not None:
+        raise UsageError(f"run {request.run_id!r}: a detached run is executed by a zart-nb "
+                         "worker, which cannot use this process's executor")
     store = store or get_store()
     try:
         body = request.encoded_body()
@@ -318,6 +324,7 @@ def _run_body(store: Store, conn: Connection, request: RunRequest, who: Owner, *
     ex = Execution(store, conn, who, name=request.name, on_change=request.options.on_change,
                    namespace=_namespace(request, store))
     ex.lane = lane
+    ex.executor = request.executor
     if not fresh:
         yield Io(ex.load)
     synchronous = request.options.durability == "sync"

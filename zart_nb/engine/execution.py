@@ -117,6 +117,7 @@ class Execution:
         self.running: dict[str, tuple[str, int, float]] = {}  # steps in flight, oldest first
         self.watch: InflightWatch | None = None
         self.children: Any = None  # fanout's buffer of children, once the body schedules
+        self.executor: Any = None  # where its waits run children (None: the default)
         self.progress_shown = False
         self.lock = threading.Lock()  # the body connection, shared with helper threads
         self.lane: AsyncLane | None = None  # an async body's loop, I/O thread and commits
@@ -344,18 +345,24 @@ def one_line(error: BaseException) -> str:
 
 
 def encode_error(error: BaseException) -> bytes:
-    """The pickled exception; without its cause if that won't pickle; else its text as a
-    ZartError. The user's exception object is left as it is."""
-    try:
-        return codec.encode(error, what="error")
-    except PayloadError:
-        pass
+    """The pickled exception, sealed (see ``pickled_error``)."""
+    return codec.seal_pickle(pickled_error(error), what="error")
+
+
+def pickled_error(error: BaseException) -> bytes:
+    """The exception pickled (unsealed); without its cause if that won't pickle; else its
+    text as a ZartError. The user's exception object is left as it is."""
+    candidates = [error]
     if error.__cause__ is not None:
+        candidates.append(_without_cause(error))
+    for candidate in candidates:
         try:
-            return codec.encode(_without_cause(error), what="error")
-        except PayloadError:
-            pass
-    return codec.encode(ZartError(one_line(error)), what="error")
+            body = codec.dumps(candidate)
+        except Exception:  # pickling raises many kinds of errors
+            continue
+        if len(body) <= codec.MAX_PAYLOAD:
+            return body
+    return codec.dumps(ZartError(one_line(error)))
 
 
 def _without_cause(error: BaseException) -> BaseException:

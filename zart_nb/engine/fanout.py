@@ -11,6 +11,8 @@ starts a local worker pool (``ZART_WORKERS``, default 2; 0 relies on external wo
 In an async body, on its event loop, ``wait`` returns an awaitable (``await
 wait(handles)``); ``schedule`` is a plain call there too (it only buffers, until the
 buffer is full). A child may be a coroutine function: workers run it on an event loop.
+With an executor (``wait(handles, executor=...)``, see ``backends``), the waiting body
+runs the children on it instead (``executors``); their rows stay the same.
 """
 
 from __future__ import annotations
@@ -24,13 +26,15 @@ from typing import Any
 import cloudpickle
 
 from .. import codec
-from ..errors import PayloadError, StepFailed, UsageError
+from ..errors import PayloadError, UsageError
 from ..store import queue as queue_db
 from ..store.notify import listener
 from ..store.records import ChildOutcome, JournalEntry, NewChild
-from . import hooks
+from . import backends, hooks
+from .attempts import outcome_of
 from .effects import Io, Notified, Pause, Steps, perform, waiting
 from .execution import Execution, body_execution
+from .executors import Driver
 from .fingerprint import arguments_fingerprint, code_fingerprint
 from .model import Err, Ok, Outcome
 from .steps import NamedCall, StepFunction
@@ -84,7 +88,8 @@ class Children:
     def insert(self, ex: Execution, batch: list[NewChild]) -> None:
         if batch:
             ex.read(queue_db.insert, ex.who, ex.namespace, batch)
-            ensure_local_workers(ex)
+            if not backends.configured(ex.executor):  # else the waiting body runs them
+                ensure_local_workers(ex)
 
 
 def children_of(ex: Execution) -> Children:
@@ -139,12 +144,17 @@ def schedule(fn: Callable[..., Any] | StepFunction | NamedCall, *args: Any,
     return handle
 
 
-def wait(handles: StepHandle | list[StepHandle], return_exceptions: bool = False) -> Any:
+def wait(handles: StepHandle | list[StepHandle], return_exceptions: bool = False, *,
+         executor: Any = None) -> Any:
     """The results of ``handles`` in order, once every child finished (awaited in an
     async body).
 
     Fail-fast by default: the first failed child's error is raised (a note names the
     child). With ``return_exceptions=True`` errors are returned in place of results.
+    ``executor``: run the children on it (a ``concurrent.futures.Executor``, a Dask
+    client, a name such as ``"dask://host:8786"``; ``"off"``: zart-nb's workers) while
+    their rows, leases and results stay in PostgreSQL; by default the body's, then the
+    kernel's (``%zart_executor``), then ``ZART_EXECUTOR``'s, else zart-nb's workers.
     """
     single = isinstance(handles, StepHandle)
     items = [handles] if isinstance(handles, StepHandle) else list(handles)
@@ -156,11 +166,12 @@ def wait(handles: StepHandle | list[StepHandle], return_exceptions: bool = False
         results = [_result_of(None, h, return_exceptions) for h in items]
         return results[0] if single else results
     names = ", ".join(h.name for h in items[:3]) + (", …" if len(items) > 3 else "")
-    return perform(ex, _collect(ex, items, single, return_exceptions), f"wait([{names}])")
+    return perform(ex, _collect(ex, items, single, return_exceptions, executor),
+                   f"wait([{names}])")
 
 
-def _collect(ex: Execution, items: list[StepHandle], single: bool,
-             return_exceptions: bool) -> Steps[Any]:
+def _collect(ex: Execution, items: list[StepHandle], single: bool, return_exceptions: bool,
+             executor: Any) -> Steps[Any]:
     kids = children_of(ex)
     if kids.pending:
         yield Io(kids.insert, ex, kids.take())
@@ -169,13 +180,37 @@ def _collect(ex: Execution, items: list[StepHandle], single: bool,
         hooks.progress(ex.run_id)
     waiting_for = {h.name: h for h in items if h.outcome is None and h.entry is None}
     if waiting_for:
-        yield from _until_finished(ex, waiting_for, return_exceptions)
+        backend = backends.choose(executor, ex.executor)
+        if backend is None:
+            yield from _until_finished(ex, waiting_for, return_exceptions)
+        else:
+            yield from _on_executor(ex, backend, waiting_for, return_exceptions)
     results = []
     for h in items:
         if h.outcome is None and h.entry is not None and h.entry.result_hash is not None:
             h.outcome = Ok((yield Io(ex.value, h.entry)))  # a large result: from the store
         results.append(_result_of(ex, h, return_exceptions))
     return results[0] if single else results
+
+
+def _settled(ex: Execution, handle: StepHandle, outcome: Outcome, return_exceptions: bool) -> None:
+    handle.outcome = outcome
+    if isinstance(outcome, Err) and not return_exceptions:
+        raise _with_note(outcome.error, handle.name, ex.run_id)
+
+
+def _on_executor(ex: Execution, backend: Any, waiting_for: dict[str, StepHandle],
+                 return_exceptions: bool) -> Steps[None]:
+    """The waiting body runs the children on ``backend`` (``executors.Driver``): a blocking
+    driver, on the body's I/O thread in an async body."""
+    def settle(name: str, outcome: Outcome) -> None:
+        _settled(ex, waiting_for.pop(name), outcome, return_exceptions)
+
+    yield from waiting(ex, True)
+    try:
+        yield Io(Driver(ex, backend, settle).drive, list(waiting_for))
+    finally:
+        yield from waiting(ex, False)
 
 
 def _until_finished(ex: Execution, waiting_for: dict[str, StepHandle],
@@ -192,10 +227,8 @@ def _until_finished(ex: Execution, waiting_for: dict[str, StepHandle],
             rows = yield Io(ex.read, queue_db.outcomes, ex.run_id, ex.generation,
                             list(waiting_for))
             for row in rows:
-                handle = waiting_for.pop(row.name)
-                handle.outcome = yield from _outcome_of(ex, row)
-                if isinstance(handle.outcome, Err) and not return_exceptions:
-                    raise _with_note(handle.outcome.error, handle.name, ex.run_id)
+                _settled(ex, waiting_for.pop(row.name), (yield from _outcome_of(ex, row)),
+                         return_exceptions)
             if waiting_for and (yield Notified(notes, ex.run_id, token, POLL_SECONDS)):
                 yield Io(ex.look_for_cancel)
                 # Each look costs about a microsecond per waiting name, and every batch a
@@ -207,19 +240,10 @@ def _until_finished(ex: Execution, waiting_for: dict[str, StepHandle],
 
 
 def _outcome_of(ex: Execution, row: ChildOutcome) -> Steps[Outcome]:
-    name = row.name
-    if row.status == "completed":
-        what = f"result of child {name!r}"
-        if row.result_hash is not None:  # a large result: from the store
-            return Ok((yield Io(ex.stored_value, row.result, row.result_hash, what)))
-        return Ok(ex.stored_value(row.result, None, what))
-    if row.error_payload is not None:
-        try:
-            return Err(codec.decode(row.error_payload, what=f"error of child {name!r}"))
-        except PayloadError as exc:
-            return Err(exc)
-    return Err(StepFailed(f"child {name!r}: {row.error or 'failed'}", step=name,
-                          reason="worker_lost"))
+    if row.status == "completed" and row.result_hash is not None:
+        outcome: Outcome = yield Io(outcome_of, ex, row)  # a large result: from the store
+        return outcome
+    return outcome_of(ex, row)
 
 
 def _with_note(error: BaseException, name: str, run_id: str) -> BaseException:

@@ -16,7 +16,6 @@ import argparse
 import atexit
 import ctypes
 import os
-import pickle
 import signal
 import socket
 import subprocess
@@ -25,30 +24,28 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from .. import codec
 from ..config import configure, settings
-from ..errors import PayloadError, StepFailed, StepTimedOut, StoreError, UsageError
+from ..errors import PayloadError, StepFailed, StoreError, UsageError
 from ..frames import format_users_traceback
 from ..store import journal as journal_db
 from ..store import queue as queue_db
 from ..store import runs as runs_db
 from ..store.connection import Store, get_store
 from ..store.notify import WORK_CHANNEL, Listener, listener
-from ..store.records import ChildFailure, ChildResult, ChildTask, StoredBody
+from ..store.records import ChildResult, ChildTask, StoredBody
 from ..store.sql import Connection
+from . import attempts
 from .execute import HOST, execute_claimed, new_owner
-from .execution import encode_error, one_line, step_scope, utcnow
-from .lane import is_async_callable
-from .loops import thread_loop
-from .model import RetryPolicy, StepContext
-from .timeouts import TimedOut, acall_with_timeout, call_with_timeout
+from .execution import one_line, step_scope
+from .model import StepContext
+from .remote import FunctionCache, call_child
+from .timeouts import TimedOut
 
 POLL_SECONDS = 2.0
 FLUSH_SECONDS = 0.02  # finished results wait at most this long to be committed together
@@ -81,7 +78,7 @@ class Worker:
         self.lease = store.settings.lease_seconds
         self._avg_seconds = 1.0
         self._bodies: list[threading.Thread] = []
-        self._functions: dict[bytes, Callable[..., Any]] = {}
+        self._functions = FunctionCache()
         self._bodies_checked = 0.0
         self._notes: Listener | None = None  # the work channel's listener, once running
         self.signal_sockets: tuple[socket.socket, socket.socket] | None = None
@@ -212,7 +209,7 @@ class Worker:
         started = time.monotonic()
         try:
             pickled_fn, args, kwargs = codec.decode(row.task, what=f"child {name!r}")
-            fn = self._function(pickled_fn)
+            fn = self._functions.load(pickled_fn)  # once per worker (the signature covers it)
         except PayloadError as exc:
             return _Done(row, error=StepFailed(str(exc), step=name, reason="not_loadable"),
                          error_kind="framework")
@@ -224,11 +221,10 @@ class Worker:
                 error_kind="framework")
         try:
             with step_scope(StepContext(row.run_id, None, name, attempt)):
-                value = _call_child(fn, args, kwargs, row.timeout_s)
+                value = call_child(fn, args, kwargs, row.timeout_s)
         except TimedOut:
-            return _Done(row, error=StepTimedOut(f"child {name!r} timed out after "
-                                                 f"{row.timeout_s:g} s", step=name,
-                                                 reason="timed_out"), error_kind="framework")
+            verdict = attempts.timed_out(name, row.timeout_s)
+            return _Done(row, error=verdict.error, error_kind=verdict.kind)
         except Exception as exc:
             return self._failure(row, exc, time.monotonic() - started)
         seconds = time.monotonic() - started
@@ -244,29 +240,10 @@ class Worker:
         seconds = queue_db.next_retry_in(conn, self.namespace)
         return POLL_SECONDS if seconds is None else max(0.0, seconds)
 
-    def _function(self, pickled: bytes) -> Callable[..., Any]:
-        """The child's function, unpickled once per worker (the task's signature, already
-        checked, covers these bytes)."""
-        key = codec.digest(pickled)
-        fn = self._functions.get(key)
-        if fn is None:
-            if len(self._functions) >= 256:  # a long-lived worker meets many notebooks
-                self._functions.clear()
-            fn = self._functions[key] = pickle.loads(pickled)
-        return fn
-
     def _failure(self, row: ChildTask, exc: Exception, seconds: float) -> _Done:
-        policy = RetryPolicy(**row.retry) if row.retry else RetryPolicy()
-        attempt, name = row.attempts, row.name
-        if attempt < row.max_attempts:
-            delay = policy.delay_before(max(1, attempt - row.max_attempts + policy.max_attempts))
-            return _Done(row, error=exc, retry_at=utcnow() + timedelta(seconds=delay), seconds=seconds)
-        if policy.retries:
-            error = StepFailed(f"child {name!r} failed after {attempt} attempts; last: "
-                               f"{one_line(exc)}", step=name, reason="retries_exhausted")
-            error.__cause__ = exc
-            return _Done(row, error=error, error_kind="framework", cause=exc, seconds=seconds)
-        return _Done(row, error=exc, seconds=seconds)
+        verdict = attempts.after_error(row, exc)
+        return _Done(row, error=verdict.error, error_kind=verdict.kind, cause=verdict.cause,
+                     retry_at=verdict.retry_at, seconds=seconds)
 
     # -- committing ---------------------------------------------------------------
     def _commit(self, conn: Connection, finished: list[_Done]) -> None:
@@ -276,11 +253,9 @@ class Worker:
             queue_db.complete(conn, self.name, results)
         for d in finished:
             if d.error is not None:
-                queue_db.fail(conn, self.name, ChildFailure(
-                    run_id=d.row.run_id, generation=d.row.generation, name=d.row.name,
-                    attempt=d.row.attempts, error=one_line(d.error), error_kind=d.error_kind,
-                    error_payload=encode_error(d.error),
-                    traceback=format_users_traceback(d.cause or d.error), retry_at=d.retry_at))
+                verdict = attempts.Verdict(d.error, d.error_kind, d.cause, d.retry_at)
+                queue_db.fail(conn, self.name, attempts.record(
+                    d.row, verdict, format_users_traceback(d.cause or d.error)))
 
     def _give_back(self, conn: Connection, queued: deque[ChildTask]) -> None:
         if queued:
@@ -296,16 +271,6 @@ class Worker:
                     queue_db.requeue_expired(conn)
             except StoreError:
                 continue  # the database is away; leases are renewed when it is back
-
-
-def _call_child(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-                timeout: float | None) -> Any:
-    """The child's function called with its deadline; a coroutine function runs on this
-    worker thread's event loop (made once, reused by its next children), cancelled at
-    the deadline."""
-    if is_async_callable(fn):
-        return thread_loop().run_until_complete(acall_with_timeout(fn, args, kwargs, timeout))
-    return call_with_timeout(fn, args, kwargs, timeout)
 
 
 def run_worker(*, concurrency: int = 1, namespace: str | None = None,

@@ -93,6 +93,7 @@ class DurableRequest:
     on_change: OnChange = "rerun"
     on_failure: Callable[[Any, BaseException], Any] | None = None
     detach: bool = False
+    executor: Any = None  # where its waits run children (--executor)
 
 
 def run_durable_cell(shell: Any, source: str, request: DurableRequest) -> Any:
@@ -144,7 +145,7 @@ class _DurableCell:
         return RunRequest(self.body, self.request.name, self.run_id,
                           options=Options(on_change=self.request.on_change),
                           on_failure=self.request.on_failure, source=lambda: self.source,
-                          resumable=True, result_optional=True)
+                          resumable=True, result_optional=True, executor=self.request.executor)
 
     async def awaited(self) -> Any:
         __tracebackhide__ = True

@@ -9,6 +9,7 @@ raised while a cell executes (a duplicate step name, a changed step under
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import re
 from collections.abc import Callable, Iterator
@@ -22,8 +23,9 @@ from IPython.core.magic_arguments import argument, magic_arguments, parse_argstr
 from IPython.display import display
 from traitlets import Enum
 
-from ..config import settings
+from ..config import ExecutorSpec, parse_executor, settings
 from ..durations import parse_duration
+from ..engine import backends
 from ..engine.loops import run_to_completion
 from ..engine.model import ON_CHANGE_POLICIES as ON_CHANGE
 from ..engine.runs import Run, runs, send_event
@@ -91,6 +93,22 @@ class ZartMagics(Magics):
         function: Callable[..., Any] = value
         return function
 
+    def _executor(self, func: Magic, expr: str, what: str, cell: bool) -> Any:
+        """The executor ``expr`` names (``loky:4``, ``dask://host:8786``, ``off``: taken as
+        written, unless it is a variable of the notebook) or evaluates to; checked now."""
+        text = expr.strip()
+        if text not in self.ip.user_ns:
+            with contextlib.suppress(UsageError):
+                parse_executor(text, what=what)
+                return text
+        try:
+            value = self.ip.ev(text)
+        except Exception as exc:
+            raise self._bad(func, f"{what} {expr!r} does not evaluate: "
+                                  f"{type(exc).__name__}: {exc}", cell) from None
+        backends.backend_for(value)  # a UsageError names what is wrong with it
+        return value
+
     def current_run(self) -> str:
         return self.notebook_run or default_run_name(self.ip)
 
@@ -105,6 +123,9 @@ class ZartMagics(Magics):
               help="a completed step whose code or arguments changed: rerun (default), error, ignore")
     @argument("--on-failure", metavar="FUNC", help="handler(input, error) whose value becomes the result")
     @argument("--detach", action="store_true", help="hand the body to the worker fleet")
+    @argument("--executor", metavar="EXPR",
+              help="run its children on this executor (a Dask client, a concurrent.futures "
+                   "executor, 'dask://HOST:PORT', 'off'), evaluated here")
     @cell_magic
     def zart_durable(self, line: str, cell: str) -> Any:
         """Execute the cell as a durable body: its steps are checkpointed, and executing it
@@ -114,13 +135,19 @@ class ZartMagics(Magics):
         args = self._parse(func, line, cell=True)
         if args.workers is not None and args.workers < 1:
             raise self._bad(func, f"--workers must be at least 1, not {args.workers}", cell=True)
+        if args.detach and args.executor:
+            raise self._bad(func, "--executor cannot go with --detach: a detached body runs on "
+                                  "a zart-nb worker, which cannot use this kernel's executor",
+                            cell=True)
         with self._front(func, cell=True, arguments=True):
             request = DurableRequest(
                 name=args.name, run_id=args.run, restart=args.restart, workers=args.workers,
                 timeout=parse_duration(args.timeout, what="--timeout") if args.timeout else None,
                 timeout_text=args.timeout, on_change=args.on_change or self.default_on_change,
                 on_failure=(self._callable(func, args.on_failure, "--on-failure", True)
-                            if args.on_failure else None), detach=args.detach)
+                            if args.on_failure else None), detach=args.detach,
+                executor=(self._executor(func, args.executor, "--executor", True)
+                          if args.executor else None))
             check_name("NAME", args.run if args.run is not None else args.name)
         if not cell.strip():
             raise self._bad(func, "the cell is empty: write the body below the magic line", cell=True)
@@ -279,6 +306,21 @@ class ZartMagics(Magics):
         say(f"event {name!r} sent to run {run_id!r}")
 
     @magic_arguments()
+    @argument("expr", metavar="EXPR|off", nargs="?",
+              help="the executor (evaluated here); off: zart-nb's workers; none: show it")
+    @line_magic
+    def zart_executor(self, line: str) -> Any:
+        """Where this kernel's durable bodies run their children when they name no
+        executor: a Dask client, any concurrent.futures executor, 'dask://HOST:PORT',
+        'loky:4'; off runs them on zart-nb's workers (the PostgreSQL queue)."""
+        func = self.zart_executor
+        expr = line.strip()
+        if expr:
+            with self._front(func, arguments=True):
+                backends.set_default(self._executor(func, expr, "EXPR", False))
+        say(f"children of durable bodies run on {_describe(backends.default())}")
+
+    @magic_arguments()
     @argument("action", choices=("start", "stop", "status"), help="what to do with the pool")
     @argument("-n", type=int, default=None, metavar="N", help="pool size for start")
     @line_magic
@@ -326,6 +368,15 @@ def _one_line_store_errors() -> Iterator[None]:
         yield
     except (StoreError, PayloadError) as exc:
         raise CellError(str(exc)) from None
+
+
+def _describe(executor: Any) -> str:
+    """An executor as ``%zart_executor`` names it."""
+    if executor is None or str(executor) == "off":
+        return "zart-nb's workers (the PostgreSQL queue)"
+    if isinstance(executor, ExecutorSpec):
+        return f"{executor} (ZART_EXECUTOR)"
+    return executor if isinstance(executor, str) else repr(executor)
 
 
 def _magic_name(func: Magic, cell: bool) -> str:

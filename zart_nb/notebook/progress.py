@@ -1,7 +1,8 @@
 """The live progress of a run: a widget in Jupyter, one rewritten text line elsewhere.
 
 ``RunProgress(run_id)`` is an anywidget: a few synced traits (status, elapsed time,
-counts, one character per child, the first failures, the inspected child) drawn by
+counts, one character per child, the first failures, the inspected child, the rate and
+the time left) drawn by
 ``widgets/progress.js`` as a header, a bar, a legend with counts and one canvas cell per
 child. A ``Follower`` thread (``progress_state``) feeds it from the database, woken by
 LISTEN/NOTIFY and throttled to ten updates a second; it stops when the run ends, and the
@@ -40,7 +41,7 @@ from ..engine.runs import Run
 from ..errors import RunNotFound, UsageError, ZartError
 from ..store.connection import Store, get_store
 from . import progress_state
-from .progress_state import Follower, Snapshot, text_line
+from .progress_state import Follower, Pace, Snapshot, text_line
 
 __all__ = [
     "RunProgress",
@@ -80,6 +81,8 @@ class RunProgress(anywidget.AnyWidget):
     failed: t.List[Any] = t.List().tag(sync=True)
     detail = t.Dict().tag(sync=True)
     message = t.Unicode("").tag(sync=True)
+    rate = t.Float(0.0).tag(sync=True)  # children finished per second, lately
+    eta = t.Float(-1.0).tag(sync=True)  # seconds left at that rate; -1: unknown
 
     def __init__(self, run_id: str, *, replayed_before: datetime | str | None = None,
                  start: datetime | None = None, store: Store | None = None,
@@ -94,6 +97,7 @@ class RunProgress(anywidget.AnyWidget):
         self._text_sent = ""
         self._closed = False
         self._follower: Follower | None = None
+        self._pace = Pace()
         self.on_msg(_on_front_message)
         snap = self.follow_read()
         if snap is None:
@@ -144,7 +148,10 @@ class RunProgress(anywidget.AnyWidget):
             if self._closed:
                 return
             self._last = snap
+            pace = self._pace.observe(snap)
             with self.hold_sync():
+                self.rate = round(pace.rate, 2)
+                self.eta = -1.0 if pace.left is None else round(pace.left, 1)
                 self.run_name = snap.name
                 self.status = snap.status
                 self.error = snap.error or ""
@@ -172,7 +179,7 @@ class RunProgress(anywidget.AnyWidget):
 
     def text(self) -> str:
         snap = getattr(self, "_last", None)
-        return text_line(snap) if snap is not None else f"run {self.run_id}"
+        return text_line(snap, pace=self._pace) if snap is not None else f"run {self.run_id}"
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         bundle = super()._repr_mimebundle_(**kwargs)
@@ -256,6 +263,7 @@ class TextProgress:
         self._since = _moment(self._store, replayed_before)
         self._start = start
         self._printed_at = 0.0
+        self._pace = Pace()
         self._stopped = False
         self._lock = threading.Lock()
         self.lines = 0  # lines written (a rewrite on a terminal counts as none)
@@ -288,7 +296,7 @@ class TextProgress:
         return progress_state.read(self._store, self.run_id, since=self._since, start=self._start)
 
     def follow_apply(self, snap: Snapshot, final: bool) -> None:
-        line = text_line(snap)
+        line = text_line(snap, pace=self._pace.observe(snap))
         with self._lock:
             now = time.monotonic()
             if self.tty:  # back to the line's start, the line, erase what the last one left

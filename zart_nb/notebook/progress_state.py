@@ -6,7 +6,8 @@ character per child in schedule order (``STATES``), from which the counts come. 
 notification), reads a snapshot and hands it to its display, at most ``rate`` times a
 second however fast children finish. It always reads once more after the last
 notification, so the last state is always delivered, and it stops when the run ended
-or when its display goes away (it holds the display through a weak reference).
+or when its display goes away (it holds the display through a weak reference). A
+``Pace`` turns the snapshots a display received into a rate and a time left.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import threading
 import time
 import weakref
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -66,6 +68,49 @@ class Snapshot:
         return any(ch in self.states for ch in "rsy")
 
 
+class Pace:
+    """How fast a run's children finish, measured on the snapshots a display receives
+    over time (no query of its own, the same for every backend): ``rate`` is children
+    finished per second over the last ``window`` seconds, ``left`` the seconds the rest
+    would take at that rate (None while unknown). Children already finished at the
+    first snapshot (replayed, or finished before the display came) are not speed. Once
+    the run ended, the rate is the average over what the display saw moving."""
+
+    def __init__(self, window: float = 10.0) -> None:
+        self.window = window
+        self.samples: deque[tuple[float, int]] = deque()
+        self.first: tuple[float, int] | None = None
+        self.rate = 0.0
+        self.left: float | None = None
+
+    def observe(self, snap: Snapshot, now: float | None = None) -> Pace:
+        now = time.monotonic() if now is None else now
+        finished = snap.finished
+        if self.first is None:
+            self.first = (now, finished)
+        self.samples.append((now, finished))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
+            self.samples.popleft()
+        since, before = self.samples[0] if snap.live else self.first
+        span = now - since
+        self.rate = max(0.0, (finished - before) / span) if span > 0 else 0.0
+        remaining = snap.total - finished
+        if not snap.live or remaining == 0:
+            self.left = 0.0
+        else:
+            self.left = remaining / self.rate if self.rate > 0 else None
+        return self
+
+    def text(self) -> str:
+        """``35/s, ~12 s left`` (``35/s`` once ended; empty while nothing moved)."""
+        if self.rate <= 0:
+            return ""
+        shown = f"{self.rate:,.0f}/s" if self.rate >= 100 else f"{self.rate:.1f}/s"
+        if self.left:
+            shown += f", ~{duration(self.left)} left"
+        return shown
+
+
 def read(store: Store, run_id: str, *, since: datetime | None,
          start: datetime | None = None) -> Snapshot | None:
     """The run as it is now (None when it does not exist), in one query.
@@ -106,8 +151,9 @@ def child_at(store: Store, run_id: str, index: int) -> ChildDetail | None:
         return progress.child_at(conn, run_id, index)
 
 
-def text_line(snap: Snapshot, width: int = 24) -> str:
-    """One line: ``name [#######-----] 120/200 60% | running 2, failed 1 | 3.2 s waiting``."""
+def text_line(snap: Snapshot, width: int = 24, pace: Pace | None = None) -> str:
+    """One line: ``name [#######-----] 120/200 60% | running 2, failed 1 | 35/s, ~2 s left |
+    3.2 s waiting`` (the pace when one is given and children moved)."""
     total = snap.total
     done = snap.finished
     filled = round(width * done / total) if total else (width if snap.status == "completed" else 0)
@@ -119,6 +165,8 @@ def text_line(snap: Snapshot, width: int = 24) -> str:
     line = f"{title} [{bar}] {counted}"
     if parts:
         line += " | " + ", ".join(parts)
+    if pace is not None and pace.text():
+        line += f" | {pace.text()}"
     return f"{line} | {duration(snap.elapsed)} {snap.status}"
 
 

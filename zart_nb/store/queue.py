@@ -11,6 +11,7 @@ from .sql import Connection
 INSERT = sql.query("insert_children")
 OUTCOMES = sql.query("children_outcomes")
 CLAIM = sql.query("claim_children")
+CLAIM_OWN = sql.query("claim_run_children")
 RENEW = sql.query("renew_child_leases")
 COMPLETE = sql.query("complete_children")
 FAIL = sql.query("fail_child")
@@ -44,6 +45,15 @@ def claim(conn: Connection, *, namespace: str, worker: str, limit: int,
                                    "lease": lease}, ChildTask)
 
 
+def claim_own(conn: Connection, who: Owner, *, worker: str, names: list[str],
+              lease: float) -> list[ChildTask]:
+    """The body that owns the run takes the named children it waits for as ``worker``
+    (an executor runs them): the queued and ready ones, and those whose holder is gone."""
+    return sql.every(conn, CLAIM_OWN, {"run_id": who.run_id, "generation": who.generation,
+                                       "owner": who.owner, "worker": worker, "names": names,
+                                       "lease": lease}, ChildTask)
+
+
 def renew_leases(conn: Connection, worker: str, lease: float) -> None:
     sql.execute(conn, RENEW, {"worker": worker, "lease": lease})
 
@@ -53,10 +63,11 @@ def requeue_expired(conn: Connection) -> None:
     sql.execute(conn, REQUEUE_EXPIRED)
 
 
-def complete(conn: Connection, worker: str, results: list[ChildResult]) -> None:
-    """Commit a batch of results at once; only children ``worker`` still holds."""
+def complete(conn: Connection, worker: str, results: list[ChildResult]) -> list[str]:
+    """Commit a batch of results at once; only children ``worker`` still holds (the names
+    of those written)."""
     placed = [place(r.data) for r in results]
-    sql.execute(conn, COMPLETE, {
+    return sql.column(conn, COMPLETE, {
         "worker": worker,
         "run_ids": [r.run_id for r in results], "generations": [r.generation for r in results],
         "names": [r.name for r in results], "results": [p.inline for p in placed],

@@ -371,6 +371,46 @@ FROM ready
 WHERE s.run_id = ready.run_id AND s.generation = ready.generation AND s.name = ready.name
 RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry, s.timeout_s
 
+-- name: claim_run_children
+-- A body that runs its children on an executor takes the named ones as their worker
+-- `executor:<owner>`: those queued and ready, and those whose holder is gone (its lease
+-- expired, or an earlier body of this run held them: one body owns a run at a time),
+-- their attempt counted. A child lost two times beyond its attempts fails instead, as in
+-- requeue_expired_children. Only while this process owns the run.
+WITH mine AS (
+    SELECT s.run_id, s.generation, s.name,
+           s.status = 'running' AND s.attempts >= s.max_attempts + 2 AS lost
+    FROM steps s
+    WHERE s.run_id = %(run_id)s AND s.generation = %(generation)s AND s.name = ANY(%(names)s)
+      AND s.kind = 'child'
+      AND ((s.status = 'scheduled' AND (s.not_before IS NULL OR s.not_before <= now()))
+           OR (s.status = 'running' AND (s.lease_until < now()
+               OR (s.worker LIKE 'executor:%%' AND s.worker <> %(worker)s))))
+      AND EXISTS (SELECT 1 FROM runs r WHERE r.run_id = %(run_id)s AND r.owner = %(owner)s
+                  AND r.status IN ('running', 'waiting'))
+    FOR UPDATE OF s SKIP LOCKED
+), taken AS (
+    UPDATE steps s
+    SET status = CASE WHEN mine.lost THEN 'failed' ELSE 'running' END,
+        attempts = CASE WHEN mine.lost THEN s.attempts ELSE s.attempts + 1 END,
+        worker = CASE WHEN mine.lost THEN NULL ELSE %(worker)s END,
+        lease_until = CASE WHEN mine.lost THEN NULL
+                           ELSE now() + make_interval(secs => %(lease)s) END,
+        started_at = CASE WHEN mine.lost THEN s.started_at ELSE now() END,
+        error = CASE WHEN mine.lost THEN 'worker lost: its holder went away ' || s.attempts
+                                         || ' times' ELSE s.error END,
+        error_kind = CASE WHEN mine.lost THEN 'framework' ELSE s.error_kind END,
+        error_payload = CASE WHEN mine.lost THEN NULL ELSE s.error_payload END,
+        traceback = CASE WHEN mine.lost THEN NULL ELSE s.traceback END,
+        finished_at = CASE WHEN mine.lost THEN now() END
+    FROM mine
+    WHERE s.run_id = mine.run_id AND s.generation = mine.generation AND s.name = mine.name
+    RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry,
+              s.timeout_s, s.status
+)
+SELECT run_id, generation, name, task, attempts, max_attempts, retry, timeout_s
+FROM taken WHERE status = 'running'
+
 -- name: renew_child_leases
 -- A worker's heartbeat over every child it holds.
 UPDATE steps SET lease_until = now() + make_interval(secs => %(lease)s)
