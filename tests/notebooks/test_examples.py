@@ -131,7 +131,7 @@ def step_lines(executed: Executed) -> dict[str, str]:
 def test_step_cells_are_restored_after_a_restart_and_follow_an_upstream_change(run_notebook):
     first = clean(run_notebook("04-step-cells.ipynb"))
     for name, text in step_lines(first).items():
-        assert f"zart: step cell '{name}' checkpointed in run 'step-cells-demo'" in text
+        assert f"zart: step cell '{name}' ran and was checkpointed in run 'step-cells-demo'" in text
     final = first.text('print("reports:')
     assert final == "reports: 6 | flagged: [0, 1, 2, 3] | messages: 8\n"
     assert any("text/html" in o.get("data", {}) for o in first.cell("%%zart_step score").outputs)
@@ -152,7 +152,7 @@ def test_step_cells_are_restored_after_a_restart_and_follow_an_upstream_change(r
     changed = clean(run_notebook("04-step-cells.ipynb", edit=more_reports))
     lines = step_lines(changed)
     for name in ("load", "score"):  # load reads n_reports, score reads reports
-        assert "checkpointed" in lines[name] and "(re-executed: its inputs changed)" in lines[name], \
+        assert "checkpointed" in lines[name] and "ran because an input changed (" in lines[name], \
             lines[name]
     # contacts reads nothing that changed; score gave the same `flagged`, so notify neither
     for name in ("contacts", "notify"):

@@ -1,18 +1,23 @@
-"""``%%zart_step``: a cell that is one checkpoint of the notebook's run.
+"""Step cells: a cell that is one checkpoint of the notebook's run (``%%zart_step NAME``,
+or any plain cell when automatic cells are on, named by its Jupyter cell id).
 
 Each execution of a step cell is one execution of the notebook run (through
-``engine.execute.execute`` with ``replay_completed=True``) whose body handles just
-that cell, as a journal entry of kind ``cell``:
+``engine.execute.replay``) whose body handles just that cell, as a journal entry of
+kind ``cell``, through ``Execution.lookup``:
 
-- its code fingerprint is a hash of the cell's text; its argument fingerprint hashes
-  the values of the names the cell reads from the namespace (functions by their code,
-  as steps do), so that a changed upstream cell makes its downstream cells run again;
-- a matching entry is *restored*: the variables the cell bound come back (each was
-  pickled on its own) and its outputs are published again, marked as restored;
+- its code fingerprint is a hash of the cell's text; its input fingerprint hashes the
+  values of the names it reads (``cell_state``), so that a changed upstream cell makes
+  the cells that read what it wrote run again, and a cell run twice in a row after
+  changing what it reads (``xs.append(1)``) runs again;
+- a matching entry is *restored*: the variables the cell wrote (bound, deleted, or
+  changed in place) come back and its outputs are published again;
 - otherwise the cell runs, its outputs shown live and recorded, and the entry is
-  committed. A variable that does not pickle is named, with ``--exclude`` as the way out.
+  committed (``checkpoints``). A cell that cannot be checkpointed (it wrote a value
+  that does not pickle, it reads one whose changes cannot be seen, it wrote nothing
+  and showed nothing, it only imports) is committed as such: it runs on every restore.
 
-Cells of a run can be executed in any order, one at a time, in any kernel.
+Cells of a run can be executed in any order, one at a time, in any kernel. A cell
+interrupted or failing is not checkpointed.
 """
 
 from __future__ import annotations
@@ -26,19 +31,20 @@ from typing import Any
 
 from .. import codec
 from ..engine.execute import RunRequest
-from ..engine.execution import current, utcnow
-from ..engine.fingerprint import value_fingerprint
+from ..engine.execution import Decision, Execution, current, one_line, utcnow
 from ..engine.model import OnChange, Options
 from ..engine.runs import Run
 from ..engine.steps import StepFunction
 from ..errors import PayloadError, RunFailed, StoreError, UsageError
 from ..frames import without_library_frames
 from ..store.records import RunRow
+from .cell_state import Changes, Inputs, Snapshot, Visible, changed_inputs, observe, read_inputs, relink
 from .cells import CellCode, compile_cell
+from .checkpoints import RECORD_VERSION, decode_values, encode_changes, only_imports, stored_names
 from .front import CellError, is_hidden, replay_here, say
 from .outputs import Recorder, replay
 
-RECORD_VERSION = 1
+LISTED = 8  # variables named in a summary line
 
 
 def default_run_name(shell: Any) -> str:
@@ -55,27 +61,40 @@ class StepRequest:
     run_id: str
     exclude: list[str] = field(default_factory=list)
     on_change: OnChange = "rerun"
+    label: str = ""  # how the summary line names the cell (default: step cell 'NAME')
+    never_store: list[str] = field(default_factory=list)  # type paths never stored
+
+    def __post_init__(self) -> None:
+        self.label = self.label or f"step cell {self.name!r}"
 
 
 @dataclass
 class _Outcome:
     restored: dict[str, Any] | None = None  # the record restored
-    changed: str | None = None  # "code" / "inputs" when re-executed because of a change
-    problem: str | None = None  # a variable that could not be stored
+    values: dict[str, Any] = field(default_factory=dict)  # its variables, unpickled
+    why: str | None = None  # why it ran: its code changed, an input changed (x), …
+    runs_on_restore: str | None = None  # why it cannot be checkpointed
+    changes: Changes | None = None
     stored: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # `with … as NAME` values that won't pickle
-    outputs: int = 0
     value: Any = None
+
+
+def visible_names(shell: Any) -> Visible:
+    """The names a step cell stores, fingerprints and restores: not IPython's own."""
+    def visible(name: str) -> bool:
+        return not is_hidden(shell, name) and not (name.startswith("__") and name.endswith("__"))
+    return visible
 
 
 class StepCellBody:
     """The body of one step-cell execution: restore the cell, or run and commit it."""
 
-    def __init__(self, shell: Any, cell: CellCode, request: StepRequest) -> None:
+    def __init__(self, shell: Any, cell: CellCode, request: StepRequest, inputs: Inputs) -> None:
         self.shell = shell
         self.cell = cell
         self.request = request
-        self.args_fp = inputs_fingerprint(shell, cell.reads)
+        self.inputs = inputs
         self.outcome = _Outcome()
         self.started = False
 
@@ -87,64 +106,95 @@ class StepCellBody:
         self.started = True
         ex = current()
         assert ex is not None  # called by the engine, as the body of the run
-        name = self.request.name
-        decision = ex.lookup(name, self.cell.code_fp, self.args_fp, what="step cell",
+        name, out = self.request.name, self.outcome
+        decision = ex.lookup(name, self.cell.code_fp, self.inputs.key(), what="step cell",
                              inputs="inputs")
         if decision.action == "replay":
             assert decision.entry is not None
-            self.outcome.restored = ex.value(decision.entry)
-            return
-        self.outcome.changed = decision.changed
+            record = ex.value(decision.entry)
+            if record.get("runs_on_restore") is None and self._opaque_reason() is None:
+                try:
+                    out.values = decode_values(record, None, f"step cell {name!r}")
+                except Exception as exc:  # a class or module gone, a payload refused
+                    out.why = f"its checkpoint could not be loaded ({one_line(exc)})"
+                else:
+                    out.restored = record
+                    return
+        elif decision.changed == "code":
+            out.why = "its code changed"
+        elif decision.changed is not None:
+            assert decision.entry is not None
+            changed = changed_inputs(decision.entry.args_fp, self.inputs)
+            out.why = f"an input changed ({', '.join(changed)})" if changed else "its inputs changed"
+        self._run(ex, decision)
+
+    def _opaque_reason(self) -> str | None:
+        for name, why in sorted(self.inputs.opaque.items()):
+            return f"it reads {name}, whose changes cannot be seen ({why.removeprefix(name + ': ')})"
+        return None
+
+    def _run(self, ex: Execution, decision: Decision) -> None:
+        __tracebackhide__ = True
+        ns, visible = self.shell.user_ns, visible_names(self.shell)
+        before = Snapshot(ns, visible)
         started_at, t0 = utcnow(), time.monotonic()
-        ex.begin(name, decision.attempt)
+        ex.begin(self.request.name, decision.attempt)
         try:
             with Recorder(self.shell) as recorder:
-                value = self.cell.run(self.shell.user_ns)
+                value = self.cell.run(ns)
         finally:
             ex.ended()
-        record = self._record(value, recorder, started_at, time.monotonic() - t0)
-        if record is None:
-            return
-        ex.complete(name, "cell", decision.seq, record, code_fp=self.cell.code_fp,
-                    args_fp=self.args_fp, attempt=decision.attempt, max_attempts=1,
+        seconds = time.monotonic() - t0
+        self.outcome.changes = observe(ns, visible, before, self.inputs, self.cell.binds)
+        record = self._record(value, recorder, started_at, seconds)
+        ex.complete(self.request.name, "cell", decision.seq, record, code_fp=self.cell.code_fp,
+                    args_fp=self.inputs.key(), attempt=decision.attempt, max_attempts=1,
                     started_at=started_at)
 
     def _record(self, value: Any, recorder: Recorder, started_at: datetime,
-                seconds: float) -> dict[str, Any] | None:
-        ns = self.shell.user_ns
-        names = [n for n in self.cell.binds
-                 if n in ns and n not in self.request.exclude and not is_hidden(self.shell, n)]
-        variables: dict[str, bytes] = {}
-        for var in names:
-            try:
-                variables[var] = codec.encode(ns[var], what=f"variable {var!r}")
-            except PayloadError as exc:
-                if var in self.cell.resources:  # `with open(…) as f`: left out, said so
-                    self.outcome.skipped.append(var)
-                    continue
-                self.outcome.problem = (
-                    f"step cell {self.request.name!r}: {exc}. The cell ran but is not "
-                    f"checkpointed; leave the variable out with --exclude {var}")
-                self.outcome.value = value
-                return None
+                seconds: float) -> dict[str, Any]:
+        out, ns = self.outcome, self.shell.user_ns
+        out.value = value
+        changes = out.changes
+        assert changes is not None
+        reason = self._opaque_reason()
+        groups: list[tuple[tuple[str, ...], bytes]] = []
+        if reason is None:
+            encoded = encode_changes(ns, changes, exclude=self.request.exclude,
+                                     resources=self.cell.resources,
+                                     never_store=self.request.never_store)
+            reason, groups, out.skipped = encoded.not_checkpointable, encoded.groups, encoded.skipped
+            out.stored = encoded.names
+            if reason is None and not out.stored and not changes.deleted \
+                    and not recorder.records and value is None:
+                reason = "it changes no variable and shows nothing (it ran for its effects elsewhere)"
+            elif reason is None and only_imports(ns[n] for n in out.stored):
+                reason = "it only imports (running it brings back what else it set)"
+        record: dict[str, Any] = {"version": RECORD_VERSION, "ran_at": started_at,
+                                  "seconds": seconds}
+        if reason is not None:
+            out.runs_on_restore, out.stored = reason, []
+            record["runs_on_restore"] = reason
+            return record
         stored_value = bundle = None
         if value is not None:
             try:
                 stored_value = codec.encode(value, what="result")
             except PayloadError:
                 bundle = self.shell.display_formatter.format(value)
-        self.outcome.stored = [n for n in names if n in variables]
-        self.outcome.outputs = len(recorder.records)
-        self.outcome.value = value
-        return {"version": RECORD_VERSION, "vars": variables, "outputs": recorder.records,
-                "value": stored_value, "bundle": bundle, "ran_at": started_at,
-                "seconds": seconds, "reads": self.cell.reads}
+        record.update(groups=groups, deleted=changes.deleted, mutated=changes.mutated,
+                      outputs=recorder.records, value=stored_value, bundle=bundle,
+                      reads=sorted(self.inputs.fingerprints))
+        return record
 
 
-def run_step_cell(shell: Any, source: str, request: StepRequest) -> Any:
-    """Execute a ``%%zart_step`` cell: restore it from the notebook run, or run it."""
+def run_step_cell(shell: Any, source: str, request: StepRequest, *,
+                  cell: CellCode | None = None) -> Any:
+    """Execute a step cell: restore it from the notebook run, or run it.
+    ``cell``: the cell already compiled (an automatic cell's)."""
     __tracebackhide__ = True
-    cell = compile_cell(source, shell)
+    cell = cell or compile_cell(source, shell)
+    inputs = read_inputs(shell.user_ns, cell.reads, visible_names(shell))
     attached: list[RunRow] = []
     bodies: list[StepCellBody] = []
 
@@ -154,7 +204,7 @@ def run_step_cell(shell: Any, source: str, request: StepRequest) -> Any:
         attached.append(row)
 
     def make_request() -> RunRequest:
-        bodies.append(StepCellBody(shell, cell, request))
+        bodies.append(StepCellBody(shell, cell, request, inputs))
         return RunRequest(bodies[-1], request.run_id, request.run_id,
                           options=Options(on_change=request.on_change))
 
@@ -165,7 +215,7 @@ def run_step_cell(shell: Any, source: str, request: StepRequest) -> Any:
         replay_here(make_request, on_attach=on_attach, retry_failed=other_kernels_failure)
     except KeyboardInterrupt:
         if bodies and bodies[-1].started:
-            say(f"step cell {request.name!r} interrupted; it is not checkpointed")
+            say(f"{request.label} interrupted; it is not checkpointed")
         raise
     except UsageError:
         raise
@@ -175,43 +225,47 @@ def run_step_cell(shell: Any, source: str, request: StepRequest) -> Any:
         raise without_library_frames(exc)  # noqa: B904 (re-raised as itself, not chained)
     result = bodies[-1].outcome
     if result.restored is not None:
-        return restore(shell, request.name, result.restored)
-    if result.problem is not None:
-        raise CellError(result.problem)
-    why = f" (re-executed: its {result.changed} changed)" if result.changed else ""
-    stored = ", ".join(result.stored) or "none"
-    skipped = f" (not stored: {', '.join(result.skipped)})" if result.skipped else ""
-    say(f"step cell {request.name!r} checkpointed in run {request.run_id!r}{why}; "
-        f"{len(result.stored)} variable{'s' if len(result.stored) != 1 else ''}: {stored}{skipped}")
+        return restore(shell, request.label, result.restored, result.values)
+    say(ran_line(request, result))
     return result.value
 
 
-def restore(shell: Any, name: str, record: dict[str, Any]) -> Any:
-    """Bring a stored cell back: its variables into the namespace, its outputs shown again."""
-    variables = decode_variables(shell, record, None, f"step cell {name!r}")
-    shell.user_ns.update(variables)
+def ran_line(request: StepRequest, result: _Outcome) -> str:
+    """The summary line of a step cell that ran."""
+    if result.runs_on_restore is not None:
+        return f"{request.label} ran because {result.runs_on_restore}; it runs again on every restore"
+    why = f" because {result.why}" if result.why else ""
+    mutated = result.changes.mutated if result.changes is not None else []
+    changed = f" ({', '.join(mutated)} changed in place)" if mutated else ""
+    skipped = f" (not stored: {', '.join(result.skipped)})" if result.skipped else ""
+    return (f"{request.label} ran{why} and was checkpointed in run {request.run_id!r}; "
+            f"{listing(result.stored)}{changed}{skipped}")
+
+
+def listing(names: list[str]) -> str:
+    """``2 variables: a, b`` (the first few)."""
+    shown = ", ".join(names[:LISTED]) + (f", … ({len(names) - LISTED} more)" if len(names) > LISTED else "")
+    return f"{len(names)} variable{'s' if len(names) != 1 else ''}: {shown or 'none'}"
+
+
+def restore(shell: Any, label: str, record: dict[str, Any], values: dict[str, Any]) -> Any:
+    """Bring a stored cell back: its variables into the namespace (where the old objects
+    were held, the restored ones are put), its outputs shown again, its value."""
+    ns = shell.user_ns
+    replaced = {name: ns[name] for name in values if name in ns}
+    ns.update({name: rebind(value, ns) for name, value in values.items()})
+    relink(ns, replaced)
+    for name in record.get("deleted") or ():
+        ns.pop(name, None)
     ran = record.get("ran_at")
     when = f"ran {ran:%Y-%m-%d %H:%M:%S} UTC, {record.get('seconds', 0):.1f} s" if ran else "ran before"
-    listed = ", ".join(variables) or "none"
-    say(f"step cell {name!r} restored ({when}); {len(variables)} "
-        f"variable{'s' if len(variables) != 1 else ''}: {listed}")
+    say(f"{label} restored ({when}); {listing(stored_names(record))}")
     replay(shell, record.get("outputs") or [])
     if record.get("value") is not None:
-        return codec.decode(record["value"], what=f"value of step cell {name!r}")
+        return codec.decode(record["value"], what=f"value of {label}")
     if record.get("bundle") is not None:
         return StoredDisplay(*record["bundle"])
     return None
-
-
-def decode_variables(shell: Any, record: dict[str, Any], wanted: list[str] | None,
-                     what: str) -> dict[str, Any]:
-    stored = record.get("vars") or {}
-    names = list(stored) if wanted is None else [n for n in wanted if n in stored]
-    out = {}
-    for var in names:
-        value = codec.decode(stored[var], what=f"variable {var!r} of {what}")
-        out[var] = rebind(value, shell.user_ns)
-    return out
 
 
 class StoredDisplay:
@@ -226,16 +280,6 @@ class StoredDisplay:
 
     def __repr__(self) -> str:
         return str(self.data.get("text/plain", "<stored display>"))
-
-
-# -- fingerprints of the values a cell reads ----------------------------------------
-
-def inputs_fingerprint(shell: Any, reads: list[str]) -> bytes:
-    """Fingerprint of the values of ``reads`` present in the namespace (absent ones count
-    too); functions and classes by their code, a value without a canonical form by its type."""
-    ns = shell.user_ns
-    return value_fingerprint(tuple((name, ns[name]) if name in ns else (name,)
-                                   for name in sorted(reads) if not is_hidden(shell, name)))
 
 
 # -- functions and classes unpickled into the notebook's namespace ------------------
@@ -279,7 +323,7 @@ def load_run_variables(shell: Any, run_id: str, wanted: list[str]) -> dict[str, 
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for step in cells:
         record = run.step_result(step["name"])
-        for var in record.get("vars") or {}:
+        for var in stored_names(record):
             found[var] = (step["name"], record)
     missing = [v for v in wanted if v not in found]
     if missing:
@@ -288,5 +332,6 @@ def load_run_variables(shell: Any, run_id: str, wanted: list[str]) -> dict[str, 
     out: dict[str, Any] = {}
     for var in wanted or list(found):
         cell_name, record = found[var]
-        out.update(decode_variables(shell, record, [var], f"step cell {cell_name!r}"))
+        value = decode_values(record, [var], f"step cell {cell_name!r}")[var]
+        out[var] = rebind(value, shell.user_ns)
     return out
