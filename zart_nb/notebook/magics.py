@@ -69,10 +69,9 @@ class ZartMagics(Magics):
 
     @observe("auto_cells")
     def _switch_auto_cells(self, change: Any) -> None:
-        if change["new"]:
-            self.auto.enable()
-        else:
-            self.auto.disable()
+        auto = vars(self).get("auto")  # None while the config is applied, before __init__ ends
+        if auto is not None:
+            auto.enable() if change["new"] else auto.disable()
 
     def auto_request(self, name: str) -> StepRequest:
         """The step-cell request of the automatic cell ``name`` (its cell id)."""

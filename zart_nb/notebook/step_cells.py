@@ -165,11 +165,12 @@ class StepCellBody:
                                      never_store=self.request.never_store)
             reason, groups, out.skipped = encoded.not_checkpointable, encoded.groups, encoded.skipped
             out.stored = encoded.names
-            if reason is None and not out.stored and not changes.deleted \
-                    and not recorder.records and value is None:
-                reason = "it changes no variable and shows nothing (it ran for its effects elsewhere)"
-            elif reason is None and only_imports(ns[n] for n in out.stored):
-                reason = "it only imports (running it brings back what else it set)"
+            shows = bool(recorder.records) or value is not None
+            if reason is None and not shows and not changes.deleted:
+                if not out.stored:
+                    reason = "it changes no variable and shows nothing (it ran for its effects elsewhere)"
+                elif only_imports(ns[n] for n in out.stored):
+                    reason = "it only imports (running it brings back what else it set)"
         record: dict[str, Any] = {"version": RECORD_VERSION, "ran_at": started_at,
                                   "seconds": seconds}
         if reason is not None:
