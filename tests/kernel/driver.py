@@ -241,8 +241,8 @@ class KernelDriver:
             msg_id = self.kc.execute(code, store_history=store_history,
                                      stop_on_error=stop_on_error, allow_stdin=False)
         else:
-            content = dict(code=code, silent=False, store_history=store_history,
-                           user_expressions={}, allow_stdin=False, stop_on_error=stop_on_error)
+            content = {"code": code, "silent": False, "store_history": store_history,
+                       "user_expressions": {}, "allow_stdin": False, "stop_on_error": stop_on_error}
             msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
             self.kc.shell_channel.send(msg)
             msg_id = msg["header"]["msg_id"]

@@ -25,7 +25,8 @@ PROGRESS_ID = "zart_nb.notebook.progress.RunProgress"  # anywidget's _anywidget_
 
 EXAMPLES = ["01-quickstart.ipynb", "02-fan-out.ipynb", "03-durable-loops.ipynb",
             "04-step-cells.ipynb", "05-share-a-run-a.ipynb", "05-share-a-run-b.ipynb",
-            "06-approval-a.ipynb", "06-approval-b.ipynb", "07-error-handling.ipynb"]
+            "06-approval-a.ipynb", "06-approval-b.ipynb", "07-error-handling.ipynb",
+            "08-durable-kernel.ipynb"]
 
 
 def summary(text: str, run_id: str) -> str:
@@ -260,3 +261,67 @@ def test_error_handling_shows_each_kind_of_outcome(run_notebook):
     assert "amounts: [3.5, 0.0, 1.25] | total: 4.75" in defaults
     assert "retyped: could not read it (could not convert string to float: '1,5')" in defaults
     assert done.result("%%zart_durable checkout") == "{'charged': False, 'reason': 'card declined'}"
+
+
+# -- 8. the durable kernel -----------------------------------------------------------------
+CELLS_8 = {"imports": "import sqlite3", "load": "time.sleep(1)", "model": "class LinearModel",
+           "fit": "model.fit(", "drop": "del df[", "connect": "db = sqlite3", "use": "db.execute(",
+           "show": "from IPython.display"}
+
+
+def zart_lines(executed: Executed) -> dict[str, str]:
+    """The summary line each automatic cell printed (``zart: cell …``)."""
+    found = {}
+    for key, start in CELLS_8.items():
+        lines = [line for line in executed.text(start).splitlines() if line.startswith("zart: cell")]
+        assert len(lines) == 1, (key, executed.text(start))
+        found[key] = lines[0]
+    return found
+
+
+def printed(executed: Executed) -> str:
+    [line] = [x for x in executed.text("from IPython.display").splitlines() if x.startswith("columns:")]
+    return line
+
+
+def test_durable_kernel_restores_every_cell_and_follows_an_edit(run_notebook):
+    first = clean(run_notebook("08-durable-kernel.ipynb"))
+    lines = zart_lines(first)
+    assert "this front-end sends no cell ids" in first.text("import sqlite3")  # nbclient sends none
+    assert lines["imports"].startswith("zart: cell ran because it only imports")
+    for key in ("load", "model", "fit", "drop", "show"):
+        assert lines[key].startswith("zart: cell ran and was checkpointed in run 'durable-kernel-demo'"), \
+            lines[key]
+    assert "(model changed in place)" in lines["fit"]
+    assert "(df, history, settings changed in place)" in lines["drop"]
+    assert lines["connect"].startswith("zart: cell ran because db is not checkpointable: ")
+    assert lines["use"].startswith("zart: cell ran because it reads db, whose changes cannot be seen")
+    final = printed(first)
+    assert final.startswith("columns: ['x1', 'x2', 'y'] | history: [1.0] | settings: ")
+    assert "'fitted': True" in final and final.endswith("| stored: 3")
+
+    again = clean(run_notebook("08-durable-kernel.ipynb"))  # a fresh kernel: restart, run all
+    lines = zart_lines(again)
+    for key in ("load", "model", "fit", "drop", "show"):
+        assert lines[key].startswith("zart: cell restored (ran "), lines[key]
+    for key in ("imports", "connect", "use"):
+        assert lines[key].startswith("zart: cell ran because"), lines[key]
+    assert "loaded 1000 rows" in again.text("time.sleep(1)")  # its output, shown again
+    assert again.result("del df[") == first.result("del df[") == "(1000, 3)"
+    assert again.result("model.fit(").startswith("<__main__.LinearModel at ")  # Out[n]: the model
+    assert any("text/html" in o.get("data", {}) for o in again.cell("from IPython.display").outputs)
+    assert printed(again) == final
+
+    def one_feature(nb):
+        [cell] = [c for c in nb.cells if c.source.startswith("class LinearModel")]
+        cell.source = cell.source.replace('{"features": ["x1", "x2"]}', '{"features": ["x1"]}')
+
+    edited = clean(run_notebook("08-durable-kernel.ipynb", edit=one_feature))
+    lines = zart_lines(edited)
+    assert lines["load"].startswith("zart: cell restored"), lines["load"]
+    assert lines["model"].startswith("zart: cell ran and was checkpointed")  # a new text: a new cell
+    for key in ("fit", "drop"):
+        assert lines[key].startswith("zart: cell ran because an input changed (") and \
+            "settings" in lines[key], lines[key]
+    assert lines["show"].startswith("zart: cell ran because an input changed (")
+    assert "'features': ['x1']" in edited.text("from IPython.display")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import os
 import time
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -178,14 +179,15 @@ class StepCellBody:
             record["runs_on_restore"] = reason
             return record
         stored_value = bundle = None
-        if value is not None:
+        value_name = next((n for n in out.stored if ns[n] is value), None) if value is not None else None
+        if value is not None and value_name is None:
             try:
                 stored_value = codec.encode(value, what="result")
             except PayloadError:
                 bundle = self.shell.display_formatter.format(value)
         record.update(groups=groups, deleted=changes.deleted, mutated=changes.mutated,
-                      outputs=recorder.records, value=stored_value, bundle=bundle,
-                      reads=sorted(self.inputs.fingerprints))
+                      outputs=recorder.records, value=stored_value, value_name=value_name,
+                      bundle=bundle, reads=sorted(self.inputs.fingerprints))
         return record
 
 
@@ -253,8 +255,14 @@ def restore(shell: Any, label: str, record: dict[str, Any], values: dict[str, An
     """Bring a stored cell back: its variables into the namespace (where the old objects
     were held, the restored ones are put), its outputs shown again, its value."""
     ns = shell.user_ns
+    value = values.get(record.get("value_name") or "")  # the value is a variable it stored
+    if record.get("value") is not None:
+        value = codec.decode(record["value"], what=f"value of {label}")
+    elif record.get("bundle") is not None:
+        value = StoredDisplay(*record["bundle"])
     replaced = {name: ns[name] for name in values if name in ns}
-    ns.update({name: rebind(value, ns) for name, value in values.items()})
+    ns.update({name: rebind(v, ns) for name, v in values.items()})
+    rebind_classes(ns, [value, *values.values(), *ns.values()])  # after every unpickling
     relink(ns, replaced)
     for name in record.get("deleted") or ():
         ns.pop(name, None)
@@ -262,11 +270,7 @@ def restore(shell: Any, label: str, record: dict[str, Any], values: dict[str, An
     when = f"ran {ran:%Y-%m-%d %H:%M:%S} UTC, {record.get('seconds', 0):.1f} s" if ran else "ran before"
     say(f"{label} restored ({when}); {listing(stored_names(record))}")
     replay(shell, record.get("outputs") or [])
-    if record.get("value") is not None:
-        return codec.decode(record["value"], what=f"value of {label}")
-    if record.get("bundle") is not None:
-        return StoredDisplay(*record["bundle"])
-    return None
+    return value
 
 
 class StoredDisplay:
@@ -297,9 +301,18 @@ def rebind(value: Any, namespace: dict[str, Any]) -> Any:
         return value
     if isinstance(value, type) and value.__module__ == "__main__":
         for attr, member in list(vars(value).items()):
-            if isinstance(member, types.FunctionType):
+            if isinstance(member, types.FunctionType) and member.__globals__ is not namespace:
                 setattr(value, attr, _rebind_function(member, namespace))
     return value
+
+
+def rebind_classes(namespace: dict[str, Any], values: Iterable[Any]) -> None:
+    """Unpickling an instance of a notebook class sets the class's methods again, with
+    cloudpickle's private globals: give them the notebook's namespace again."""
+    for value in values:
+        cls = value if isinstance(value, type) else type(value)
+        if cls.__module__ == "__main__":
+            rebind(cls, namespace)
 
 
 def _rebind_function(fn: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
@@ -335,4 +348,5 @@ def load_run_variables(shell: Any, run_id: str, wanted: list[str]) -> dict[str, 
         cell_name, record = found[var]
         value = decode_values(record, [var], f"step cell {cell_name!r}")[var]
         out[var] = rebind(value, shell.user_ns)
+    rebind_classes(shell.user_ns, out.values())
     return out
