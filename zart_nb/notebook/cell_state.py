@@ -45,6 +45,7 @@ Visible = Callable[[str], bool]  # a name the cell machinery stores, fingerprint
 
 ABSENT = hashlib.blake2b(b"zart:absent", digest_size=16).digest()
 _HEAD = 17  # a key starts with the fingerprint of all names (scheme byte + 16)
+_NAMED = b"N"  # then this mark, then each name's (a former key has neither)
 _ATOMS = (int, float, complex, str, bytes, bool, type(None), range)
 _NOT_SHARED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunctionType)
 # objects of these libraries hold their data in buffers: never another name's object
@@ -65,7 +66,7 @@ class Inputs:
     def key(self) -> bytes:
         """The checkpoint's input fingerprint: one over all names, then each name's own."""
         items = sorted(self.fingerprints.items())
-        parts = [value_fingerprint(tuple(items))]
+        parts = [value_fingerprint(tuple(items)), _NAMED]
         for name, fp in items:
             raw = name.encode("utf-8", "surrogatepass")
             parts.append(len(raw).to_bytes(2, "big") + raw + fp)
@@ -74,10 +75,10 @@ class Inputs:
 
 def key_fingerprints(key: bytes | None) -> dict[str, bytes] | None:
     """Each name's fingerprint in a key made by ``Inputs.key`` (None for another form)."""
-    if key is None or len(key) < _HEAD:
+    if key is None or key[_HEAD:_HEAD + 1] != _NAMED:
         return None
     found: dict[str, bytes] = {}
-    i = _HEAD
+    i = _HEAD + 1
     while i < len(key):
         size = int.from_bytes(key[i:i + 2], "big")
         fp = key[i + 2 + size:i + 18 + size]
