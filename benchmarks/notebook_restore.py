@@ -17,8 +17,8 @@ minus the same cell's in the plain kernel. ``mutation_check_1gb_s`` is what seei
 change in place costs a cell that reads a 1 GB frame and leaves it unchanged: the
 frame's fingerprint taken again after the cell (the one before is its input
 fingerprint, which every step cell takes), in this process; ``frame_sum_1gb_s``, a
-``df.sum()`` of that frame, gives the scale. Times are medians of 3 repeats (1 with
---quick).
+``df.sum()`` of that frame, gives the scale (--quick: 64 MB). Times are medians of 3
+repeats (1 with --quick).
 """
 
 from __future__ import annotations
@@ -204,7 +204,7 @@ def notebook_restore(ctx: Context) -> Figures:
         "restore_over_recompute": round(restore / statistics.median(plain_totals), 3),
         "checkpoint_overhead_s_per_cell": round(statistics.median(overheads), 3),
     }
-    figures.update(_mutation_check(256 if ctx.quick else 1024, repeats))
+    figures.update(_mutation_check(64 if ctx.quick else 1024, repeats))
     return figures
 
 

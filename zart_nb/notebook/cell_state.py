@@ -26,6 +26,7 @@ back where the old one was held (``d = {"k": xs}`` before a cell changed ``xs``)
 
 from __future__ import annotations
 
+import dis
 import functools
 import gc
 import hashlib
@@ -52,6 +53,7 @@ _NOT_SHARED = (type, types.ModuleType, types.FunctionType, types.BuiltinFunction
 _OPAQUE_LIBRARIES = {"numpy", "pandas", "polars", "pyarrow", "torch", "scipy"}
 ALIAS_BUDGET = 50_000  # objects visited when looking for names sharing a written value
 ALIAS_ITEMS = 10_000  # items of one container looked at
+_GLOBAL_OPS = {"LOAD_GLOBAL", "LOAD_NAME", "STORE_GLOBAL", "DELETE_GLOBAL", "STORE_NAME", "DELETE_NAME"}
 
 
 # -- what a cell reads ----------------------------------------------------------------
@@ -159,11 +161,15 @@ def globals_used(value: Any, ns: dict[str, Any]) -> Iterator[str]:
                     yield from _code_names(fn.__code__)
 
 
-def _code_names(code: types.CodeType) -> Iterator[str]:
-    yield from code.co_names
+@functools.lru_cache(maxsize=4096)
+def _code_names(code: types.CodeType) -> tuple[str, ...]:
+    """The global names ``code`` (and the code nested in it) loads, stores or deletes:
+    ``self.df`` reads no global ``df``."""
+    names = [ins.argval for ins in dis.get_instructions(code) if ins.opname in _GLOBAL_OPS]
     for const in code.co_consts:
         if isinstance(const, types.CodeType):
-            yield from _code_names(const)
+            names.extend(_code_names(const))
+    return tuple(dict.fromkeys(names))
 
 
 # -- what a cell changed --------------------------------------------------------------
