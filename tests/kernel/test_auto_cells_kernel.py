@@ -214,3 +214,18 @@ def test_always_cells_auto_off_and_magic_cells_are_left_as_they_are(kernels, tmp
     r = kd.execute("%zart_auto off", check=True, cell_id="off")
     assert "automatic step cells are off" in r.stdout
     assert "zart:" not in kd.execute("y = 1", check=True, cell_id="plain").stdout
+
+
+def test_a_second_kernel_on_the_notebook_run_restores_what_the_first_stored(kernels, tmp_path: Path):
+    log = tmp_path / "ran.txt"
+    cells = mutation_notebook(log)
+    first = kernels(startup=AUTO)
+    run_all(first, cells)
+    expected = first.execute(SUMMARY, check=True).result
+    second = kernels(startup=AUTO)  # another notebook window on the same run
+    restored = run_all(second, cells)
+    assert all(first_line(r).startswith("zart: cell restored") for cid, r in restored.items()
+               if cid != "imports"), {cid: first_line(r) for cid, r in restored.items()}
+    assert second.execute(SUMMARY, check=True).result == expected
+    assert marks(log) == Counter(["data", "model", "fit", "drop", "score", "update", "box",
+                                  "attr", "through", "show"])

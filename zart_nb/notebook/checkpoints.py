@@ -1,14 +1,15 @@
-"""A step cell's checkpoint: the values it wrote, encoded and decoded, and why a cell
-cannot have one (it then runs again on restore).
+"""A step cell's checkpoint: which of the variables it wrote are stored, how they come
+back, and why a cell cannot have one (it then runs again on restore).
 
-A checkpoint (the journal entry's value, a dict) holds the groups of variables the
-cell wrote (each group one signed pickle of a tuple of values, so that names sharing
-objects share them again once restored), the names it deleted, its recorded outputs,
-its last expression's value (or its display bundle when that does not pickle), when
-it ran and for how long. A cell that cannot be checkpointed stores only the reason,
+A checkpoint (the journal entry's value, a dict, signed and pickled once by the engine)
+holds the groups of variables the cell wrote, their values in place (one pickle for the
+whole cell, so that names sharing objects share them again once restored, and nothing
+is pickled or signed twice), the names it deleted, its recorded outputs, its last
+expression's value (or its display bundle when that does not pickle), when it ran and
+for how long. A cell that cannot be checkpointed stores only the reason,
 ``runs_on_restore``: it runs every time.
 
-Records of version 1 (before mutations were seen) kept one pickle per variable.
+Records of version 1 (before mutations were seen) kept one signed pickle per variable.
 """
 
 from __future__ import annotations
@@ -26,53 +27,58 @@ RECORD_VERSION = 2
 
 
 @dataclass
-class Encoded:
-    """The variables of one cell, encoded; or the reason they cannot be."""
+class Chosen:
+    """The variables of one cell to store, in groups; or the reason none can be."""
 
-    groups: list[tuple[tuple[str, ...], bytes]] = field(default_factory=list)
+    groups: list[tuple[str, ...]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # `with … as NAME` resources left out
     not_checkpointable: str | None = None
 
     @property
     def names(self) -> list[str]:
-        return [name for names, _ in self.groups for name in names]
+        return [name for names in self.groups for name in names]
+
+    def values(self, ns: dict[str, Any]) -> list[tuple[tuple[str, ...], tuple[Any, ...]]]:
+        return [(names, tuple(ns[n] for n in names)) for names in self.groups]
 
 
-def encode_changes(ns: dict[str, Any], changes: Changes, *, exclude: Iterable[str] = (),
-                   resources: Iterable[str] = (), never_store: Iterable[str] = ()) -> Encoded:
-    """Encode each group of ``changes``; a value that does not pickle (or is of a type
-    listed in ``never_store``, or lives on a GPU) makes the cell not checkpointable,
-    except the resources a ``with`` block bound (a closed file): those are left out."""
-    excluded, resource, listed = set(exclude), set(resources), set(never_store)
-    out = Encoded()
+def choose(ns: dict[str, Any], changes: Changes, *, exclude: Iterable[str] = (),
+           never_store: Iterable[str] = ()) -> Chosen:
+    """The groups of ``changes`` to store; a value of a type listed in ``never_store``, or
+    on a GPU, makes the cell not checkpointable."""
+    excluded, listed = set(exclude), set(never_store)
+    out = Chosen()
     for group in changes.groups:
-        names = [n for n in group if n not in excluded]
+        names = tuple(n for n in group if n not in excluded)
         for name in names:
             why = unstorable(ns[name], listed)
             if why is not None:
                 out.not_checkpointable = f"{name} is not checkpointable: {why}"
                 return out
-        try:
-            envelope = codec.encode(tuple(ns[n] for n in names), what="variables")
-        except PayloadError:
-            kept = []
-            for name in names:
-                try:
-                    codec.encode(ns[name], what=name)
-                except PayloadError as exc:
-                    if name in resource:
-                        out.skipped.append(name)
-                        continue
-                    why = str(exc).removeprefix(f"{name}: ")
-                    out.not_checkpointable = f"{name} is not checkpointable: {why}"
-                    return out
-                kept.append(name)
-            names = kept
-            if not names:
-                continue
-            envelope = codec.encode(tuple(ns[n] for n in names), what="variables")
         if names:
-            out.groups.append((tuple(names), envelope))
+            out.groups.append(names)
+    return out
+
+
+def sort_out(ns: dict[str, Any], chosen: Chosen, resources: Iterable[str]) -> Chosen:
+    """When the checkpoint did not pickle: each variable on its own. A resource a ``with``
+    block bound (a closed file) is left out; another one makes the cell not checkpointable."""
+    resource = set(resources)
+    out = Chosen()
+    for names in chosen.groups:
+        kept = []
+        for name in names:
+            try:
+                codec.encode(ns[name], what=name)
+            except PayloadError as exc:
+                if name not in resource:
+                    why = str(exc).removeprefix(f"{name}: ")
+                    return Chosen(not_checkpointable=f"{name} is not checkpointable: {why}")
+                out.skipped.append(name)
+                continue
+            kept.append(name)
+        if kept:
+            out.groups.append(tuple(kept))
     return out
 
 
@@ -107,13 +113,10 @@ def only_imports(values: Iterable[Any]) -> bool:
 
 
 def decode_values(record: dict[str, Any], wanted: Iterable[str] | None, what: str) -> dict[str, Any]:
-    """The variables of a checkpoint (all, or those of ``wanted`` it has), unpickled."""
+    """The variables of a checkpoint (all, or those of ``wanted`` it has)."""
     want = None if wanted is None else set(wanted)
     out: dict[str, Any] = {}
-    for names, envelope in record.get("groups") or ():
-        if want is not None and not want.intersection(names):
-            continue
-        values = codec.decode(envelope, what=f"variables {', '.join(names)} of {what}")
+    for names, values in record.get("groups") or ():
         out.update(zip(names, values, strict=True))
     for name, envelope in (record.get("vars") or {}).items():  # version 1: one per variable
         if want is None or name in want:
@@ -122,6 +125,6 @@ def decode_values(record: dict[str, Any], wanted: Iterable[str] | None, what: st
 
 
 def stored_names(record: dict[str, Any]) -> list[str]:
-    """The variables a checkpoint holds, without unpickling them."""
+    """The variables a checkpoint holds."""
     names = [name for group, _ in record.get("groups") or () for name in group]
     return names + list(record.get("vars") or {})

@@ -27,7 +27,6 @@ import time
 import types
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from .. import codec
@@ -41,7 +40,7 @@ from ..frames import without_library_frames
 from ..store.records import RunRow
 from .cell_state import Changes, Inputs, Snapshot, Visible, changed_inputs, observe, read_inputs, relink
 from .cells import CellCode, compile_cell
-from .checkpoints import RECORD_VERSION, decode_values, encode_changes, only_imports, stored_names
+from .checkpoints import RECORD_VERSION, Chosen, choose, decode_values, only_imports, sort_out, stored_names
 from .front import CellError, is_hidden, replay_here, say
 from .outputs import Recorder, replay
 
@@ -147,48 +146,57 @@ class StepCellBody:
             ex.ended()
         seconds = time.monotonic() - t0
         self.outcome.changes = observe(ns, visible, before, self.inputs, self.cell.binds)
-        record = self._record(value, recorder, started_at, seconds)
-        ex.complete(self.request.name, "cell", decision.seq, record, code_fp=self.cell.code_fp,
-                    args_fp=self.inputs.key(), attempt=decision.attempt, max_attempts=1,
-                    started_at=started_at)
+        self.outcome.value = value
+        base = {"version": RECORD_VERSION, "ran_at": started_at, "seconds": seconds}
 
-    def _record(self, value: Any, recorder: Recorder, started_at: datetime,
-                seconds: float) -> dict[str, Any]:
-        out, ns = self.outcome, self.shell.user_ns
-        out.value = value
-        changes = out.changes
-        assert changes is not None
-        reason = self._opaque_reason()
-        groups: list[tuple[tuple[str, ...], bytes]] = []
+        def commit(record: dict[str, Any]) -> None:
+            ex.complete(self.request.name, "cell", decision.seq, record, code_fp=self.cell.code_fp,
+                        args_fp=self.inputs.key(), attempt=decision.attempt, max_attempts=1,
+                        started_at=started_at)
+
+        chosen = choose(ns, self.outcome.changes, exclude=self.request.exclude,
+                        never_store=self.request.never_store)
+        reason = self._opaque_reason() or chosen.not_checkpointable or self._nothing_to_restore(
+            chosen, bool(recorder.records) or value is not None)
         if reason is None:
-            encoded = encode_changes(ns, changes, exclude=self.request.exclude,
-                                     resources=self.cell.resources,
-                                     never_store=self.request.never_store)
-            reason, groups, out.skipped = encoded.not_checkpointable, encoded.groups, encoded.skipped
-            out.stored = encoded.names
-            shows = bool(recorder.records) or value is not None
-            if reason is None and not shows and not changes.deleted:
-                if not out.stored:
-                    reason = "it changes no variable and shows nothing (it ran for its effects elsewhere)"
-                elif only_imports(ns[n] for n in out.stored):
-                    reason = "it only imports (running it brings back what else it set)"
-        record: dict[str, Any] = {"version": RECORD_VERSION, "ran_at": started_at,
-                                  "seconds": seconds}
-        if reason is not None:
-            out.runs_on_restore, out.stored = reason, []
-            record["runs_on_restore"] = reason
-            return record
-        stored_value = bundle = None
-        value_name = next((n for n in out.stored if ns[n] is value), None) if value is not None else None
-        if value is not None and value_name is None:
+            record = {**base, **self._stored(chosen, value, recorder)}
             try:
-                stored_value = codec.encode(value, what="result")
+                return commit(record)  # one pickle of the whole cell, signed once
+            except PayloadError:  # something does not pickle: find it
+                chosen = sort_out(ns, chosen, self.cell.resources)
+                reason = chosen.not_checkpointable
+        if reason is None:
+            record = {**base, **self._stored(chosen, value, recorder, bundle=True)}
+            return commit(record)
+        self.outcome.runs_on_restore = reason
+        commit({**base, "runs_on_restore": reason})
+
+    def _nothing_to_restore(self, chosen: Chosen, shows: bool) -> str | None:
+        """A cell that wrote nothing and showed nothing, or only imported, runs on restore."""
+        changes = self.outcome.changes
+        if shows or (changes is not None and changes.deleted):
+            return None
+        if not chosen.groups:
+            return "it changes no variable and shows nothing (it ran for its effects elsewhere)"
+        if only_imports(self.shell.user_ns[n] for n in chosen.names):
+            return "it only imports (running it brings back what else it set)"
+        return None
+
+    def _stored(self, chosen: Chosen, value: Any, recorder: Recorder, *,
+                bundle: bool = False) -> dict[str, Any]:
+        """The checkpoint's content; ``bundle``: the value as its display (it did not pickle)."""
+        out, changes = self.outcome, self.outcome.changes
+        assert changes is not None
+        out.stored, out.skipped = chosen.names, chosen.skipped
+        shown = None
+        if bundle and value is not None:
+            try:
+                codec.encode(value, what="result")
             except PayloadError:
-                bundle = self.shell.display_formatter.format(value)
-        record.update(groups=groups, deleted=changes.deleted, mutated=changes.mutated,
-                      outputs=recorder.records, value=stored_value, value_name=value_name,
-                      bundle=bundle, reads=sorted(self.inputs.fingerprints))
-        return record
+                shown, value = self.shell.display_formatter.format(value), None
+        return {"groups": chosen.values(self.shell.user_ns), "deleted": changes.deleted,
+                "mutated": changes.mutated, "outputs": recorder.records, "value": value,
+                "bundle": shown, "reads": sorted(self.inputs.fingerprints)}
 
 
 def run_step_cell(shell: Any, source: str, request: StepRequest, *,
@@ -255,10 +263,10 @@ def restore(shell: Any, label: str, record: dict[str, Any], values: dict[str, An
     """Bring a stored cell back: its variables into the namespace (where the old objects
     were held, the restored ones are put), its outputs shown again, its value."""
     ns = shell.user_ns
-    value = values.get(record.get("value_name") or "")  # the value is a variable it stored
-    if record.get("value") is not None:
-        value = codec.decode(record["value"], what=f"value of {label}")
-    elif record.get("bundle") is not None:
+    value = record.get("value")
+    if isinstance(value, bytes) and record.get("version", 1) == 1:  # a signed pickle of its own
+        value = codec.decode(value, what=f"value of {label}")
+    if record.get("bundle") is not None:
         value = StoredDisplay(*record["bundle"])
     replaced = {name: ns[name] for name in values if name in ns}
     ns.update({name: rebind(v, ns) for name, v in values.items()})
