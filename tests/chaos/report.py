@@ -239,6 +239,10 @@ AIMS = {
         "to_first_new_step_s", "<", 1.0,
         "a new process reaches its first new step < 1 s after a 1,000-step journal "
         "(imports included)", ""),
+    "notebook_restore": (
+        "restore_over_raw_load", "<", 1.2,
+        "the durable kernel's Restart and Run All restores its cells < 1.2x a raw load of "
+        "the same pickles", ""),
 }
 
 
@@ -284,7 +288,7 @@ def render_performance(data: dict) -> str:
         lines.append(f"| {name} | {text} | {shown} | {'meets' if ok else '**misses**'} |")
         if not ok:
             missed.append((name, why))
-    lines += ["", "Aims are the project's (issue 8 names the first two); a missed aim is "
+    lines += ["", "Aims are the project's (issue 8 names the first two, issue 17 the last); a missed aim is "
               "reported as measured, not hidden.", ""]
     if missed:
         lines += ["Known causes of the misses:", ""] + \

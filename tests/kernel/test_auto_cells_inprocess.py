@@ -101,6 +101,7 @@ def test_changes_in_place_and_aliases_are_seen_by_value():
     assert changes.mutated == ["models", "xs"]  # big was read and left as it was
     assert changes.deleted == ["tmp"]
     assert changes.groups == [["alias", "xs"], ["fresh", "m1", "m2", "models"]]
+    assert changes.rebound == ["fresh"]
 
 
 def test_a_restored_object_is_put_where_the_replaced_one_was_held():

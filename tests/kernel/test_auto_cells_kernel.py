@@ -229,3 +229,21 @@ def test_a_second_kernel_on_the_notebook_run_restores_what_the_first_stored(kern
     assert second.execute(SUMMARY, check=True).result == expected
     assert marks(log) == Counter(["data", "model", "fit", "drop", "score", "update", "box",
                                   "attr", "through", "show"])
+
+
+def test_objects_held_elsewhere_follow_a_change_in_place_not_a_rebinding(kernels, tmp_path: Path):
+    cells = [("a", "xs = [1]\nd = {'k': xs}"),
+             ("b", "xs.append(2)"),  # d is not read: it holds xs, changed in place
+             ("c", "ys = [0]\nholder = {'y': ys}"),
+             ("e", "ys = ys + [1]")]  # a new list: holder keeps the old one
+    check = "(d['k'] is xs, d, xs, holder['y'] is ys, holder, ys)"
+    plain = kernels(startup=None)
+    run_all(plain, cells)
+    expected = plain.execute(check, check=True).result
+    assert expected == {"text/plain": "(True, {'k': [1, 2]}, [1, 2], False, {'y': [0]}, [0, 1])"}
+    kd = kernels(startup=AUTO)
+    run_all(kd, cells)
+    kd.restart()
+    restored = run_all(kd, cells)
+    assert all(first_line(r).startswith("zart: cell restored") for r in restored.values())
+    assert kd.execute(check, check=True).result == expected

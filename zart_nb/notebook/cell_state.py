@@ -206,6 +206,7 @@ class Changes:
     groups: list[list[str]]
     deleted: list[str]
     mutated: list[str]  # read, and changed in place
+    rebound: list[str]  # bound to another object (the others' objects changed in place)
 
     @property
     def written(self) -> list[str]:
@@ -217,6 +218,7 @@ def observe(ns: dict[str, Any], visible: Visible, before: Snapshot, inputs: Inpu
     """What the cell that ran since ``before`` was taken wrote (see the module's text)."""
     rebound, deleted = before.rebound(ns, visible)
     written = {name for name in binds if name in ns and visible(name)} | rebound
+    bound = sorted(written)
     mutated = []
     for name, fp in inputs.fingerprints.items():
         if name in written or name not in ns or name in inputs.opaque or fp == ABSENT:
@@ -224,7 +226,7 @@ def observe(ns: dict[str, Any], visible: Visible, before: Snapshot, inputs: Inpu
         if fingerprint(name, ns[name])[0] != fp:
             mutated.append(name)
     written.update(mutated)
-    return Changes(alias_groups(ns, visible, written), sorted(deleted), sorted(mutated))
+    return Changes(alias_groups(ns, visible, written), sorted(deleted), sorted(mutated), bound)
 
 
 def alias_groups(ns: dict[str, Any], visible: Visible, written: set[str]) -> list[list[str]]:
@@ -291,8 +293,9 @@ def _children(obj: Any) -> Iterable[Any]:
 
 def relink(ns: dict[str, Any], replaced: dict[str, Any]) -> None:
     """The names of ``replaced`` (name -> the object it was bound to until now) are bound
-    to restored objects: a list, dict or object's attribute that held an old object holds
-    the restored one instead, as it would have had the cell changed it in place."""
+    to restored objects whose originals the cell changed in place: a list, dict or
+    object's attribute that held an old object holds the restored one instead, as it
+    held the one the cell changed."""
     olds = {id(old): ns[name] for name, old in replaced.items()
             if not isinstance(old, _ATOMS + _NOT_SHARED) and ns.get(name) is not old
             and sys.getrefcount(old) > 3}

@@ -195,7 +195,8 @@ class StepCellBody:
             except PayloadError:
                 shown, value = self.shell.display_formatter.format(value), None
         return {"groups": chosen.values(self.shell.user_ns), "deleted": changes.deleted,
-                "mutated": changes.mutated, "outputs": recorder.records, "value": value,
+                "mutated": changes.mutated, "rebound": changes.rebound,
+                "outputs": recorder.records, "value": value,
                 "bundle": shown, "reads": sorted(self.inputs.fingerprints)}
 
 
@@ -268,7 +269,8 @@ def restore(shell: Any, label: str, record: dict[str, Any], values: dict[str, An
         value = codec.decode(value, what=f"value of {label}")
     if record.get("bundle") is not None:
         value = StoredDisplay(*record["bundle"])
-    replaced = {name: ns[name] for name in values if name in ns}
+    rebound = set(record["rebound"] if "rebound" in record else values)  # version 1: no relinking
+    replaced = {name: ns[name] for name in values if name in ns and name not in rebound}
     ns.update({name: rebind(v, ns) for name, v in values.items()})
     rebind_classes(ns, [value, *values.values(), *ns.values()])  # after every unpickling
     relink(ns, replaced)
