@@ -9,8 +9,8 @@ same with automatic step cells on (every cell runs and is checkpointed);
 ``restore_run_all_s``, the durable kernel restarted and every cell executed again, each
 restored (its first cell, the imports, takes ``imports_cell_s`` and is left out of the
 comparison); ``raw_load_s``, a fresh kernel that imported the same libraries reading
-the same stored pickles from PostgreSQL (one SELECT per cell) and unpickling them,
-without any check: the floor a restore could reach. ``restore_over_raw_load`` is the
+the same stored pickles from PostgreSQL (the journal, then one SELECT per cell) and
+unpickling them, without any check: the floor a restore could reach. ``restore_over_raw_load`` is the
 ratio of the restored cells' time to it (aim: 1.2);
 ``checkpoint_overhead_s_per_cell`` is the median, over cells, of a durable cell's time
 minus the same cell's in the plain kernel. ``mutation_check_1gb_s`` is what seeing a
@@ -66,9 +66,9 @@ with psycopg.connect(settings().database_url, options=f"-c search_path={{setting
     loaded = {{}}
     for entry in journal.load(conn, {run!r}, generation):
         envelope = entry.result if entry.result is not None else payloads.read(conn, entry.result_hash)
-        record = pickle.loads(envelope[7 + envelope[6] + 32:])
-        for names, group in record.get("groups") or ():
-            loaded.update(zip(names, pickle.loads(group[7 + group[6] + 32:])))
+        record = pickle.loads(envelope[7 + envelope[6] + 32:])  # past the header and the HMAC
+        for names, values in record.get("groups") or ():
+            loaded.update(zip(names, values))
 raw_seconds = time.perf_counter() - t0
 """
 
