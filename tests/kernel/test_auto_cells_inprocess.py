@@ -157,3 +157,23 @@ def test_automatic_cells_in_process_named_by_text_without_an_id(ip, zart_env):
     finally:
         run(ip, "%zart_auto off")
     assert run(ip, "plain = 1")[1] == ""
+
+
+def test_a_checkpoint_that_no_longer_loads_makes_the_cell_run(ip, zart_env, tmp_path, monkeypatch):
+    import importlib
+    import sys
+
+    module = tmp_path / "zart_shapes_mod.py"
+    module.write_text("class Thing:\n    pass\n\ndef factory():\n    return Thing()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    run(ip, "%zart_run inproc-reload")
+    cell = "%%zart_step make\nimport zart_shapes_mod\nobj = zart_shapes_mod.factory()"
+    assert "ran and was checkpointed" in run(ip, cell)[1]
+    module.write_text("class Shape:\n    pass\n\ndef factory():\n    return Shape()\n")
+    importlib.invalidate_caches()
+    del sys.modules["zart_shapes_mod"]  # as after a restart: the new module is imported
+    result, out, err = run(ip, cell)
+    assert result.success, err
+    assert "ran because its checkpoint could not be loaded (AttributeError: " in out
+    assert type(ip.user_ns["obj"]).__name__ == "Shape"
+    sys.modules.pop("zart_shapes_mod", None)

@@ -109,15 +109,15 @@ class StepCellBody:
         name, out = self.request.name, self.outcome
         decision = ex.lookup(name, self.cell.code_fp, self.inputs.key(), what="step cell",
                              inputs="inputs")
-        if decision.action == "replay":
+        if decision.action == "replay" and self._opaque_reason() is None:
             assert decision.entry is not None
-            record = ex.value(decision.entry)
-            if record.get("runs_on_restore") is None and self._opaque_reason() is None:
-                try:
-                    out.values = decode_values(record, None, f"step cell {name!r}")
-                except Exception as exc:  # a class or module gone, a payload refused
-                    out.why = f"its checkpoint could not be loaded ({one_line(exc)})"
-                else:
+            try:
+                record = ex.value(decision.entry)
+                out.values = decode_values(record, None, f"step cell {name!r}")
+            except Exception as exc:  # a class or module gone, a payload refused
+                out.why = f"its checkpoint could not be loaded ({one_line(exc)})"
+            else:
+                if record.get("runs_on_restore") is None:
                     out.restored = record
                     return
         elif decision.changed == "code":
@@ -269,7 +269,7 @@ def restore(shell: Any, label: str, record: dict[str, Any], values: dict[str, An
         value = codec.decode(value, what=f"value of {label}")
     if record.get("bundle") is not None:
         value = StoredDisplay(*record["bundle"])
-    rebound = set(record["rebound"] if "rebound" in record else values)  # version 1: no relinking
+    rebound = set(record.get("rebound", values))  # version 1: no relinking
     replaced = {name: ns[name] for name in values if name in ns and name not in rebound}
     ns.update({name: rebind(v, ns) for name, v in values.items()})
     rebind_classes(ns, [value, *values.values(), *ns.values()])  # after every unpickling
