@@ -843,6 +843,116 @@ EXECUTORS = [
     """),
 ]
 
+DURABLE_KERNEL = [
+    md("""
+    # 10. The durable kernel: every cell checkpointed by itself
+
+    In the **Python 3 (zart durable)** kernel (`zart-nb install-kernel`), every plain
+    cell is a step cell of the notebook run, named by its Jupyter cell id: no magic to
+    write, no name to choose. "Restart Kernel and Run All Cells" then restores each cell
+    (its variables, printed text, tables, plots and `Out[n]`) instead of running it.
+
+    * What a cell changes **in place** is seen by value: `model.fit(X, y)`,
+      `df.drop(columns=[...], inplace=True)`, `history.append(x)`, `cfg.update(...)`,
+      `obj.attr = v`, or a change through a container. It is stored with the cell, so
+      the restored notebook equals the one that ran.
+    * A cell whose code changed runs again, and so does every cell that reads a value it
+      changed. The others stay restored. The line `zart: cell …` under each cell says
+      which happened, and why.
+    * A value that cannot be stored (a connection, an open file, a thread) makes its
+      cell run on every restore, and the cells that use it follow.
+
+    In a plain Python 3 kernel, as here, `%zart_auto on` does the same.
+    """),
+    LOAD,
+    code("""
+    %zart_auto on
+    %zart_run durable-kernel-demo
+    """),
+    md("""
+    A cell that only imports runs again on restore: it is cheap, and brings back what
+    else it set (`sys.path`, options, random seeds).
+    """),
+    code("""
+    import sqlite3
+    import time
+    import numpy as np
+    import pandas as pd
+    """),
+    md("A slow cell: the second time, it is restored in no time."),
+    code("""
+    time.sleep(1)                                    # pretend this is a slow query
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(rng.normal(size=(1000, 3)), columns=["x1", "x2", "noise"])
+    df["y"] = 3 * df["x1"] - 2 * df["x2"] + 1
+    print(f"loaded {len(df)} rows")
+    """),
+    code("""
+    class LinearModel:
+        \"\"\"A least-squares fit, scikit-learn style: fit() changes the model in place.\"\"\"
+
+        def __init__(self):
+            self.coef_ = None
+
+        def fit(self, X, y):
+            A = np.column_stack([X, np.ones(len(X))])
+            self.coef_ = np.linalg.lstsq(A, y, rcond=None)[0]
+            return self
+
+        def score(self, X, y):
+            A = np.column_stack([X, np.ones(len(X))])
+            residual = y - A @ self.coef_
+            return 1 - residual.var() / y.var()
+
+    model = LinearModel()
+    history = []
+    settings = {"features": ["x1", "x2"]}
+    """),
+    md("These cells bind nothing new: they change `model`, `df`, `history` and `settings` in place."),
+    code("""
+    model.fit(df[settings["features"]].to_numpy(), df["y"].to_numpy())
+    """),
+    code("""
+    del df["noise"]
+    history.append(round(float(model.score(df[settings["features"]].to_numpy(), df["y"].to_numpy())), 6))
+    settings.update(fitted=True)
+    df.shape
+    """),
+    md("""
+    A connection cannot be stored: this cell runs on every restore, and so does the
+    next one, which uses it.
+    """),
+    code("""
+    db = sqlite3.connect(":memory:")
+    """),
+    code("""
+    db.execute("CREATE TABLE coef (i INTEGER, value REAL)")
+    db.executemany("INSERT INTO coef VALUES (?, ?)", enumerate(model.coef_.round(3).tolist()))
+    stored = db.execute("SELECT count(*) FROM coef").fetchone()[0]
+    """),
+    code("""
+    from IPython.display import HTML, display
+
+    rows = "".join(f"<tr><td>{i}</td><td>{c:.3f}</td></tr>" for i, c in enumerate(model.coef_))
+    display(HTML(f"<table><tr><th>i</th><th>coefficient</th></tr>{rows}</table>"))
+    print("columns:", list(df.columns), "| history:", history, "| settings:", settings,
+          "| stored:", stored)
+    """),
+    md("""
+    ## Now try it
+
+    * **Kernel → Restart Kernel and Run All Cells.** Each cell says `restored` and shows
+      its output again; the slow cell takes no time. The imports and the two cells of the
+      connection say why they ran.
+    * **Change a cell**, e.g. `settings = {"features": ["x1"]}`: that cell runs, then the
+      fit and the score (they read `settings`), and the table; `df`'s cell stays restored.
+    * Run the `history.append` cell twice: it runs the second time (it read a `history`
+      that had changed) and `history` holds two scores, as in any kernel.
+    * `%%zart_always` on the first line makes a cell run every time (a clock, a fresh
+      download); `%zart_auto off` turns automatic cells off.
+    """),
+]
+
 NOTEBOOKS = {
     "01-quickstart.ipynb": QUICKSTART,
     "02-fan-out.ipynb": FAN_OUT,
@@ -855,6 +965,7 @@ NOTEBOOKS = {
     "07-error-handling.ipynb": ERRORS,
     "08-async.ipynb": ASYNC,
     "09-executors.ipynb": EXECUTORS,
+    "10-durable-kernel.ipynb": DURABLE_KERNEL,
 }
 
 

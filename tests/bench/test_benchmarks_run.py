@@ -29,9 +29,21 @@ def test_quick_benchmarks_print_json(db_url):
         assert all(isinstance(v, (int, float, str)) for v in flat), (name, figures)
 
 
+def test_notebook_restore_quick_prints_json(db_url):
+    """The durable kernel's benchmark at its quick size: real kernels, a real database."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZART_")}
+    env["ZART_DATABASE_URL"] = db_url
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--quick", "--only", "notebook_restore"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=280)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = json.loads(done.stdout)["results"]["notebook_restore"]
+    assert figures["cells"] == 3 and figures["restored_cells_s"] > 0 and figures["raw_load_s"] > 0
+    assert all(isinstance(v, (int, float)) for v in figures.values()), figures
+
+
 def test_every_registered_benchmark_can_be_chosen():
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "no-such-benchmark"],
                           cwd=REPO, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "invalid choice" in done.stderr
-    for name in [*FAST, "embedded_start"]:  # the refusal lists every registered benchmark
+    for name in [*FAST, "embedded_start", "notebook_restore"]:  # the refusal lists every registered benchmark
         assert repr(name) in done.stderr

@@ -232,10 +232,20 @@ class KernelDriver:
 
     # -- execution ---------------------------------------------------------
     def submit(self, code: str, store_history: bool = True,
-               stop_on_error: bool = True) -> CellResult:
-        """Send an execute_request; returns the (running) CellResult handle."""
-        msg_id = self.kc.execute(code, store_history=store_history,
-                                 stop_on_error=stop_on_error, allow_stdin=False)
+               stop_on_error: bool = True, cell_id: str | None = None) -> CellResult:
+        """Send an execute_request; returns the (running) CellResult handle.
+
+        cell_id: sent as the request's metadata ``cellId``, as JupyterLab, Notebook 7
+        and VS Code do for every cell they execute."""
+        if cell_id is None:
+            msg_id = self.kc.execute(code, store_history=store_history,
+                                     stop_on_error=stop_on_error, allow_stdin=False)
+        else:
+            content = {"code": code, "silent": False, "store_history": store_history,
+                       "user_expressions": {}, "allow_stdin": False, "stop_on_error": stop_on_error}
+            msg = self.kc.session.msg("execute_request", content, metadata={"cellId": cell_id})
+            self.kc.shell_channel.send(msg)
+            msg_id = msg["header"]["msg_id"]
         r = CellResult(code=code, msg_id=msg_id, kernel_pid=self.pid)
         self._cells[msg_id] = r
         return r
@@ -279,8 +289,10 @@ class KernelDriver:
         return r
 
     def execute(self, code: str, timeout: float = 60.0, check: bool = False,
-                on_msg: Callable[[dict, CellResult], None] | None = None) -> CellResult:
-        return self.collect(self.submit(code), timeout=timeout, on_msg=on_msg, check=check)
+                on_msg: Callable[[dict, CellResult], None] | None = None,
+                cell_id: str | None = None) -> CellResult:
+        return self.collect(self.submit(code, cell_id=cell_id), timeout=timeout, on_msg=on_msg,
+                            check=check)
 
     def drain(self, seconds: float = 0.2) -> int:
         """Process IOPub messages that arrive within `seconds` (e.g. widget

@@ -201,7 +201,7 @@ def test_awaiting_step_cells_run_once_then_restore(kernel, tmp_path):
     cell = "%%zart_step load\nrows = await asyncio.gather(fetch(2), fetch(3))\nlen(rows)"
     r = kernel.execute(cell, timeout=60, check=True)
     assert r.result == {"text/plain": "2"}
-    assert "step cell 'load' checkpointed in run 'async-steps'" in r.stdout
+    assert "step cell 'load' ran and was checkpointed in run 'async-steps'" in r.stdout
 
     kernel.restart()
     setup(kernel, log, 0.1)

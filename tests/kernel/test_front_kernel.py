@@ -89,7 +89,8 @@ def test_resume_reexecutes_the_stored_cell(kernels, tmp_path: Path):
 def test_installed_kernel_loads_the_extension(kernels, tmp_path: Path):
     path = Path(install(prefix=str(tmp_path / "prefix"), name="zart-test"))
     spec = json.loads((path / "kernel.json").read_text())
-    assert spec["argv"][-1] == "--ext=zart_nb" and spec["display_name"] == "Python 3 (zart durable)"
+    assert spec["argv"][-2:] == ["--ext=zart_nb", "--ZartMagics.auto_cells=True"]
+    assert spec["display_name"] == "Python 3 (zart durable)"
     assert (path / "logo-64x64.png").read_bytes().startswith(b"\x89PNG")
     ksm = KernelSpecManager(kernel_dirs=[str(path.parent)])
     kd = kernels(startup=None, kernel_name="zart-test", kernel_spec_manager=ksm,
@@ -98,6 +99,12 @@ def test_installed_kernel_loads_the_extension(kernels, tmp_path: Path):
     assert "step cells of this notebook belong to run 'analysis.ipynb'" in r.stdout
     r = kd.execute("%%zart_durable from-spec\n6 * 7", check=True)
     assert r.result == {"text/plain": "42"}
+    # automatic step cells are on: a plain cell is checkpointed, and restored once more
+    r = kd.execute("answer = 6 * 7\nanswer", check=True)
+    assert r.stdout.startswith("zart: this front-end sends no cell ids")
+    assert "zart: cell ran and was checkpointed in run 'analysis.ipynb'; 1 variable: answer" in r.stdout
+    r = kd.execute("answer = 6 * 7\nanswer", check=True)
+    assert r.stdout.startswith("zart: cell restored") and r.result == {"text/plain": "42"}
 
 
 SQUARE = "from zart_nb import step, schedule, wait\n@step('sq-{i}')\ndef sq(i):\n    return i * i\n"

@@ -79,6 +79,6 @@ def test_cells_reading_sets_sentinels_and_frames_are_restored_under_other_hash_s
     run_all(kd, cells)
     kd.execute("GROUPS['y'].add('f')", check=True)
     again = [kd.execute(cell, timeout=120, check=True) for cell in cells[3:]]
-    assert "re-executed: its inputs changed" in again[0].stdout
+    assert "ran because an input changed (GROUPS)" in again[0].stdout
     assert all(r.stdout.startswith("zart: step cell") and "restored" in r.stdout for r in again[1:])
     assert runs_of(log) == Counter(["data", *READERS, "uses_sets"])

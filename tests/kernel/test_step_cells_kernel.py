@@ -60,9 +60,9 @@ def test_run_all_restart_run_all_restores(kernel, tmp_path: Path):
     # the upstream cell changes: it runs again, and so does the cell that reads `base`
     third = run_all(kernel, notebook(log, base=11))
     load, other, double = third[1:]
-    assert "re-executed: its code changed" in load.stdout
+    assert "ran because its code changed" in load.stdout
     assert other.stdout.startswith("zart: step cell 'other' restored")
-    assert "re-executed: its inputs changed" in double.stdout
+    assert "ran because an input changed (base)" in double.stdout
     assert runs_of(log) == Counter(load=2, other=1, double=2)
     assert kernel.execute("doubled", check=True).result == {"text/plain": "22"}
 

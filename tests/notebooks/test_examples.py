@@ -27,7 +27,7 @@ PROGRESS_ID = "zart_nb.notebook.progress.RunProgress"  # anywidget's _anywidget_
 EXAMPLES = ["01-quickstart.ipynb", "02-fan-out.ipynb", "03-durable-loops.ipynb",
             "04-step-cells.ipynb", "05-share-a-run-a.ipynb", "05-share-a-run-b.ipynb",
             "06-approval-a.ipynb", "06-approval-b.ipynb", "07-error-handling.ipynb",
-            "08-async.ipynb", "09-executors.ipynb"]
+            "08-async.ipynb", "09-executors.ipynb", "10-durable-kernel.ipynb"]
 
 
 def summary(text: str, run_id: str) -> str:
@@ -133,7 +133,7 @@ def step_lines(executed: Executed) -> dict[str, str]:
 def test_step_cells_are_restored_after_a_restart_and_follow_an_upstream_change(run_notebook):
     first = clean(run_notebook("04-step-cells.ipynb"))
     for name, text in step_lines(first).items():
-        assert f"zart: step cell '{name}' checkpointed in run 'step-cells-demo'" in text
+        assert f"zart: step cell '{name}' ran and was checkpointed in run 'step-cells-demo'" in text
     final = first.text('print("reports:')
     assert final == "reports: 6 | flagged: [0, 1, 2, 3] | messages: 8\n"
     assert any("text/html" in o.get("data", {}) for o in first.cell("%%zart_step score").outputs)
@@ -154,7 +154,7 @@ def test_step_cells_are_restored_after_a_restart_and_follow_an_upstream_change(r
     changed = clean(run_notebook("04-step-cells.ipynb", edit=more_reports))
     lines = step_lines(changed)
     for name in ("load", "score"):  # load reads n_reports, score reads reports
-        assert "checkpointed" in lines[name] and "(re-executed: its inputs changed)" in lines[name], \
+        assert "checkpointed" in lines[name] and "ran because an input changed (" in lines[name], \
             lines[name]
     # contacts reads nothing that changed; score gave the same `flagged`, so notify neither
     for name in ("contacts", "notify"):
@@ -300,3 +300,67 @@ def test_a_fan_out_on_a_dask_cluster_reaches_100_percent_and_replays(run_noteboo
     again = clean(run_notebook("09-executors.ipynb"))  # restart, run all: nothing sent
     assert summary(again.text("%%zart_durable"), "scoring") == "120 replayed, 0 executed"
     assert again.result("%%zart_durable") == done.result("%%zart_durable")
+
+
+# -- 10. the durable kernel -----------------------------------------------------------------
+CELLS_10 = {"imports": "import sqlite3", "load": "time.sleep(1)", "model": "class LinearModel",
+           "fit": "model.fit(", "drop": "del df[", "connect": "db = sqlite3", "use": "db.execute(",
+           "show": "from IPython.display"}
+
+
+def zart_lines(executed: Executed) -> dict[str, str]:
+    """The summary line each automatic cell printed (``zart: cell …``)."""
+    found = {}
+    for key, start in CELLS_10.items():
+        lines = [line for line in executed.text(start).splitlines() if line.startswith("zart: cell")]
+        assert len(lines) == 1, (key, executed.text(start))
+        found[key] = lines[0]
+    return found
+
+
+def printed(executed: Executed) -> str:
+    [line] = [x for x in executed.text("from IPython.display").splitlines() if x.startswith("columns:")]
+    return line
+
+
+def test_durable_kernel_restores_every_cell_and_follows_an_edit(run_notebook):
+    first = clean(run_notebook("10-durable-kernel.ipynb"))
+    lines = zart_lines(first)
+    assert "this front-end sends no cell ids" in first.text("import sqlite3")  # nbclient sends none
+    assert lines["imports"].startswith("zart: cell ran because it only imports")
+    for key in ("load", "model", "fit", "drop", "show"):
+        assert lines[key].startswith("zart: cell ran and was checkpointed in run 'durable-kernel-demo'"), \
+            lines[key]
+    assert "(model changed in place)" in lines["fit"]
+    assert "(df, history, settings changed in place)" in lines["drop"]
+    assert lines["connect"].startswith("zart: cell ran because db is not checkpointable: ")
+    assert lines["use"].startswith("zart: cell ran because it reads db, whose changes cannot be seen")
+    final = printed(first)
+    assert final.startswith("columns: ['x1', 'x2', 'y'] | history: [1.0] | settings: ")
+    assert "'fitted': True" in final and final.endswith("| stored: 3")
+
+    again = clean(run_notebook("10-durable-kernel.ipynb"))  # a fresh kernel: restart, run all
+    lines = zart_lines(again)
+    for key in ("load", "model", "fit", "drop", "show"):
+        assert lines[key].startswith("zart: cell restored (ran "), lines[key]
+    for key in ("imports", "connect", "use"):
+        assert lines[key].startswith("zart: cell ran because"), lines[key]
+    assert "loaded 1000 rows" in again.text("time.sleep(1)")  # its output, shown again
+    assert again.result("del df[") == first.result("del df[") == "(1000, 3)"
+    assert again.result("model.fit(").startswith("<__main__.LinearModel at ")  # Out[n]: the model
+    assert any("text/html" in o.get("data", {}) for o in again.cell("from IPython.display").outputs)
+    assert printed(again) == final
+
+    def one_feature(nb):
+        [cell] = [c for c in nb.cells if c.source.startswith("class LinearModel")]
+        cell.source = cell.source.replace('{"features": ["x1", "x2"]}', '{"features": ["x1"]}')
+
+    edited = clean(run_notebook("10-durable-kernel.ipynb", edit=one_feature))
+    lines = zart_lines(edited)
+    assert lines["load"].startswith("zart: cell restored"), lines["load"]
+    assert lines["model"].startswith("zart: cell ran and was checkpointed")  # a new text: a new cell
+    for key in ("fit", "drop"):
+        assert lines[key].startswith("zart: cell ran because an input changed (") and \
+            "settings" in lines[key], lines[key]
+    assert lines["show"].startswith("zart: cell ran because an input changed (")
+    assert "'features': ['x1']" in edited.text("from IPython.display")

@@ -95,6 +95,13 @@ def value_fingerprint(value: Any) -> bytes:
         return _PREFIX + hashlib.blake2b(type_path(type(value)).encode(), digest_size=16).digest()
 
 
+def strict_value_fingerprint(value: Any, *, what: str) -> bytes:
+    """Fingerprint of a value that has a canonical form all through; a part without one
+    is refused with a PayloadError naming its path from ``what`` (``cfg['db']: cannot
+    pickle 'sqlite3.Connection'``), since a change inside it could not be seen."""
+    return _PREFIX + _VALUES.digest(value, what=what)
+
+
 def _unwrap(fn: Any) -> Any:
     inner = getattr(fn, "fn", None)  # a StepFunction
     return inner if callable(inner) else fn

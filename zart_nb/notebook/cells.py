@@ -9,10 +9,11 @@ objects that make coroutines (as IPython compiles such cells): ``arun`` awaits t
 ``reads`` are the names the cell takes from the namespace: referenced before the cell
 binds them (in order of execution, statement by statement), plus the module-level
 names that functions and comprehensions of the cell use. ``binds`` are the names the
-cell's top level assigns, imports or defines, plus the names whose items or attributes
-it assigns (``df["x"] = …`` changes ``df``). Both are over-approximations on purpose:
-a name wrongly taken as read only costs a re-execution, one missed would replay a
-stale cell.
+cell's top level assigns, imports, defines or deletes. Both are over-approximations on
+purpose: a name wrongly taken as read only costs a re-execution, one missed would
+replay a stale cell. What a cell changes in place (``df["x"] = …``, ``lst.append(x)``)
+is not guessed from the syntax: ``cell_state`` sees it by value, fingerprinting the
+names the cell reads before and after it.
 """
 
 from __future__ import annotations
@@ -22,8 +23,12 @@ import hashlib
 import inspect
 import symtable
 import types
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
+
+# set while a cell's own text goes through IPython's transformers (not a cell executing)
+_compiling: ContextVar[bool] = ContextVar("zart_compiling", default=False)
 
 
 @dataclass
@@ -74,12 +79,15 @@ class CellCode:
         return None if self.silent else value
 
 
-def compile_cell(source: str, shell: Any = None, *, filename: str | None = None) -> CellCode:
+def compile_cell(source: str, shell: Any = None, *, filename: str | None = None,
+                 python: str | None = None) -> CellCode:
     """Compile ``source``; with an IPython ``shell``, transformed and cached for tracebacks.
+    ``python``: the cell already transformed (an automatic cell's).
 
     A SyntaxError propagates as is (the user's cell has it, IPython shows it).
     """
-    python = shell.transform_cell(source) if shell is not None else source
+    if python is None:
+        python = transform(shell, source) if shell is not None else source
     if filename is None:
         if shell is not None:
             # run_cell counts the cell before executing it: this cell is the one before
@@ -115,6 +123,22 @@ def _makes_coroutine(code: types.CodeType) -> bool:
     return bool(code.co_flags & inspect.CO_COROUTINE)
 
 
+def transform(shell: Any, source: str) -> str:
+    """IPython's transformation of a cell's text (magics, ``!``), as a cell's own text:
+    ``compiling()`` tells the automatic cells' transformer that this is no execution."""
+    token = _compiling.set(True)
+    try:
+        python: str = shell.transform_cell(source)
+    finally:
+        _compiling.reset(token)
+    return python
+
+
+def compiling() -> bool:
+    """True while zart transforms a cell's text that is not being executed as a cell."""
+    return _compiling.get()
+
+
 # -- which names a cell reads and binds -------------------------------------------
 
 def analyse(python: str) -> tuple[list[str], list[str]]:
@@ -127,7 +151,7 @@ def analyse(python: str) -> tuple[list[str], list[str]]:
             if _first_use(stmt, name) == "read":
                 reads.append(name)
         bound |= _stores(stmt)
-    binds = sorted(_stores_all(tree) | _mutated(tree))
+    binds = sorted(_stores_all(tree))
     return reads, binds
 
 
@@ -239,21 +263,4 @@ def _stores_all(tree: ast.Module) -> set[str]:
     found: set[str] = set()
     for stmt in tree.body:
         found |= _stores(stmt)
-    return found
-
-
-def _mutated(tree: ast.Module) -> set[str]:
-    """Names whose item or attribute the top level assigns: ``df["x"] = …``, ``obj.a += 1``."""
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        targets: list[ast.expr] = []
-        if isinstance(node, ast.Assign):
-            targets = node.targets
-        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
-            targets = [node.target]
-        for target in targets:
-            while isinstance(target, (ast.Subscript, ast.Attribute)):
-                target = target.value
-                if isinstance(target, ast.Name):
-                    found.add(target.id)
     return found

@@ -32,11 +32,11 @@ from .cells import CellCode, compile_cell
 from .front import (
     CellError,
     is_hidden,
-    one_line,
     replay_here,
     replay_here_async,
     say,
     show_progress,
+    unchained,
 )
 
 
@@ -186,14 +186,14 @@ class _DurableCell:
             return exc
         if isinstance(exc, RunFailed):
             if self.timer is not None and self.timer.fired:
-                return one_line(CellError(
+                return unchained(CellError(
                     f"run {run_id!r} was cancelled: it passed its --timeout of "
                     f"{self.request.timeout_text}; run the cell with --restart to start it again"))
             if self.attached:
-                return one_line(CellError(f"{exc}; run the cell again to retry its failed steps"))
-            return one_line(CellError(str(exc)))
+                return unchained(CellError(f"{exc}; run the cell again to retry its failed steps"))
+            return unchained(CellError(str(exc)))
         if isinstance(exc, StoreError):
-            return one_line(CellError(str(exc)))
+            return unchained(CellError(str(exc)))
         if isinstance(exc, Exception) and not isinstance(exc, UsageError):
             return without_library_frames(exc)  # the cell's own error (or a step's)
         return exc

@@ -32,7 +32,7 @@ class CellError(Exception):
         return [f"\x1b[0;31mZartError\x1b[0m: {self}"]
 
 
-def one_line(error: CellError) -> CellError:
+def unchained(error: CellError) -> CellError:
     """``error`` to be raised as ``raise error from None`` would: the error it replaces
     is not shown."""
     error.__cause__ = None

@@ -21,7 +21,7 @@ from IPython.core.interactiveshell import InteractiveShell
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments, parse_argstring
 from IPython.display import display
-from traitlets import Enum
+from traitlets import Bool, Enum, List, Unicode, observe
 
 from ..config import ExecutorSpec, parse_executor, settings
 from ..durations import parse_duration
@@ -32,6 +32,8 @@ from ..engine.runs import Run, runs, send_event
 from ..engine.worker import LocalPool
 from ..errors import PayloadError, RunFailed, RunNotFound, StoreError, UsageError
 from ..names import check_name
+from .auto_cells import AutoCells
+from .cells import compile_cell
 from .durable_cell import DurableRequest, run_durable_cell
 from .front import CellError, say, show_progress
 from .resume import resume_request
@@ -55,12 +57,30 @@ class ZartMagics(Magics):
 
     default_on_change = Enum(ON_CHANGE, default_value="rerun",
                              help="--on-change when a magic is not given one").tag(config=True)
+    auto_cells = Bool(False, help="every plain cell is a step cell of the notebook run "
+                                  "(%zart_auto; on in the durable kernel)").tag(config=True)
+    never_store = List(Unicode(), help="types (module.QualName) that step cells never store: "
+                                       "a cell writing one runs on every restore").tag(config=True)
 
     def __init__(self, shell: InteractiveShell, **kwargs: Any) -> None:
         super().__init__(shell=shell, **kwargs)
         self.ip = shell  # the shell, never None once registered
         self.notebook_run: str | None = None
         self.pool: LocalPool | None = None
+        self.auto = AutoCells(shell, self.auto_request)
+        if self.auto_cells:
+            self.auto.enable()
+
+    @observe("auto_cells")
+    def _switch_auto_cells(self, change: Any) -> None:
+        auto = vars(self).get("auto")  # None while the config is applied, before __init__ ends
+        if auto is not None:
+            auto.enable() if change["new"] else auto.disable()
+
+    def auto_request(self, name: str) -> StepRequest:
+        """The step-cell request of the automatic cell ``name`` (its cell id)."""
+        return StepRequest(name=name, run_id=self.current_run(), on_change=self.default_on_change,
+                           label="cell", never_store=list(self.never_store))
 
     # -- helpers -------------------------------------------------------------
     def _parse(self, func: Magic, line: str, cell: bool = False) -> Any:
@@ -202,9 +222,42 @@ class ZartMagics(Magics):
             raise self._bad(func, "the cell is empty: write its code below the magic line", cell=True)
         excluded = [v.strip() for item in args.exclude for v in item.split(",") if v.strip()]
         request = StepRequest(name=args.name, run_id=run_id, exclude=excluded,
-                              on_change=args.on_change or self.default_on_change)
+                              on_change=args.on_change or self.default_on_change,
+                              never_store=list(self.never_store))
         with self._front(func, cell=True):
             return run_step_cell(self.ip, cell, request)
+
+    @magic_arguments()
+    @argument("state", nargs="?", choices=("on", "off"), help="on or off (default: show it)")
+    @line_magic
+    def zart_auto(self, line: str) -> Any:
+        """Automatic step cells: every plain cell of this notebook becomes a step cell of
+        its run, named by its Jupyter cell id (%%zart_always cells and cells with other
+        magics are left as they are)."""
+        args = self._parse(self.zart_auto, line)
+        if args.state is not None:
+            self.auto_cells = args.state == "on"
+        state = "on: plain cells are step cells" if self.auto_cells else "off"
+        say(f"automatic step cells are {state} (run {self.current_run()!r})")
+
+    @cell_magic
+    def zart_always(self, line: str, cell: str) -> Any:
+        """The cell always runs: it is never checkpointed nor restored (a cell that opens
+        a connection, reads the clock, or must show fresh output)."""
+        __tracebackhide__ = True
+        if line.strip():
+            raise IPyUsageError(f"%%zart_always takes no arguments, not {line.strip()!r}\n"
+                                "usage: %%zart_always")
+        return compile_cell(cell, self.ip).run(self.ip.user_ns)
+
+    @cell_magic
+    def zart_auto_cell(self, line: str, cell: str) -> Any:
+        """The code of an automatic step cell (written by the transformer; see %zart_auto)."""
+        __tracebackhide__ = True
+        try:
+            return self.auto.run(cell.strip())
+        except UsageError as exc:
+            raise IPyUsageError(str(exc)) from None
 
     # -- runs ----------------------------------------------------------------
     @magic_arguments()
@@ -354,6 +407,7 @@ class ZartMagics(Magics):
                     say(f"worker pid {proc.get('pid')}: {state}")
 
     def stop(self) -> None:
+        self.auto.disable()
         if self.pool is not None:
             try:
                 self.pool.stop()

@@ -1,18 +1,23 @@
-"""``%%zart_step``: a cell that is one checkpoint of the notebook's run.
+"""Step cells: a cell that is one checkpoint of the notebook's run (``%%zart_step NAME``,
+or any plain cell when automatic cells are on, named by its Jupyter cell id).
 
 Each execution of a step cell is one execution of the notebook run (through
-``engine.execute.execute`` with ``replay_completed=True``) whose body handles just
-that cell, as a journal entry of kind ``cell``:
+``engine.execute.replay``) whose body handles just that cell, as a journal entry of
+kind ``cell``, through ``Execution.lookup``:
 
-- its code fingerprint is a hash of the cell's text; its argument fingerprint hashes
-  the values of the names the cell reads from the namespace (functions by their code,
-  as steps do), so that a changed upstream cell makes its downstream cells run again;
-- a matching entry is *restored*: the variables the cell bound come back (each was
-  pickled on its own) and its outputs are published again, marked as restored;
+- its code fingerprint is a hash of the cell's text; its input fingerprint hashes the
+  values of the names it reads (``cell_state``), so that a changed upstream cell makes
+  the cells that read what it wrote run again, and a cell run twice in a row after
+  changing what it reads (``xs.append(1)``) runs again;
+- a matching entry is *restored*: the variables the cell wrote (bound, deleted, or
+  changed in place) come back and its outputs are published again;
 - otherwise the cell runs, its outputs shown live and recorded, and the entry is
-  committed. A variable that does not pickle is named, with ``--exclude`` as the way out.
+  committed (``checkpoints``). A cell that cannot be checkpointed (it wrote a value
+  that does not pickle, it reads one whose changes cannot be seen, it wrote nothing
+  and showed nothing, it only imports) is committed as such: it runs on every restore.
 
-Cells of a run can be executed in any order, one at a time, in any kernel.
+Cells of a run can be executed in any order, one at a time, in any kernel. A cell
+interrupted or failing is not checkpointed.
 """
 
 from __future__ import annotations
@@ -21,15 +26,14 @@ import asyncio
 import os
 import time
 import types
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from .. import codec
-from ..engine.effects import Call, Commit, Steps, perform
+from ..engine.effects import Call, Io, Steps, perform
 from ..engine.execute import RunRequest
-from ..engine.execution import Decision, Execution, current, utcnow
-from ..engine.fingerprint import value_fingerprint
+from ..engine.execution import Decision, Execution, current, one_line, utcnow
 from ..engine.model import OnChange, Options
 from ..engine.runs import Run
 from ..engine.steps import StepFunction, stored
@@ -37,11 +41,13 @@ from ..errors import PayloadError, RunFailed, StoreError, UsageError
 from ..frames import without_library_frames
 from ..store.records import RunRow
 from .awaiting import check_awaited, interruptible
+from .cell_state import Changes, Inputs, Snapshot, Visible, changed_inputs, observe, read_inputs, relink
 from .cells import CellCode, compile_cell
-from .front import CellError, is_hidden, one_line, replay_here, replay_here_async, say
+from .checkpoints import RECORD_VERSION, Chosen, choose, decode_values, only_imports, sort_out, stored_names
+from .front import CellError, is_hidden, replay_here, replay_here_async, say, unchained
 from .outputs import Recorder, replay
 
-RECORD_VERSION = 1
+LISTED = 8  # variables named in a summary line
 
 
 def default_run_name(shell: Any) -> str:
@@ -58,27 +64,40 @@ class StepRequest:
     run_id: str
     exclude: list[str] = field(default_factory=list)
     on_change: OnChange = "rerun"
+    label: str = ""  # how the summary line names the cell (default: step cell 'NAME')
+    never_store: list[str] = field(default_factory=list)  # type paths never stored
+
+    def __post_init__(self) -> None:
+        self.label = self.label or f"step cell {self.name!r}"
 
 
 @dataclass
 class _Outcome:
     restored: dict[str, Any] | None = None  # the record restored
-    changed: str | None = None  # "code" / "inputs" when re-executed because of a change
-    problem: str | None = None  # a variable that could not be stored
+    values: dict[str, Any] = field(default_factory=dict)  # its variables, unpickled
+    why: str | None = None  # why it ran: its code changed, an input changed (x), …
+    runs_on_restore: str | None = None  # why it cannot be checkpointed
+    changes: Changes | None = None
     stored: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # `with … as NAME` values that won't pickle
-    outputs: int = 0
     value: Any = None
+
+
+def visible_names(shell: Any) -> Visible:
+    """The names a step cell stores, fingerprints and restores: not IPython's own."""
+    def visible(name: str) -> bool:
+        return not is_hidden(shell, name) and not (name.startswith("__") and name.endswith("__"))
+    return visible
 
 
 class StepCellBody:
     """The body of one step-cell execution: restore the cell, or run and commit it."""
 
-    def __init__(self, shell: Any, cell: CellCode, request: StepRequest) -> None:
+    def __init__(self, shell: Any, cell: CellCode, request: StepRequest, inputs: Inputs) -> None:
         self.shell = shell
         self.cell = cell
         self.request = request
-        self.args_fp = inputs_fingerprint(shell, cell.reads)
+        self.inputs = inputs
         self.outcome = _Outcome()
         self.started = False
 
@@ -95,72 +114,114 @@ class StepCellBody:
         self.started = True
         ex = current()
         assert ex is not None  # called by the engine, as the body of the run
-        name = self.request.name
-        decision = ex.lookup(name, self.cell.code_fp, self.args_fp, what="step cell",
-                             inputs="inputs")
-        return perform(ex, self._restored_or_run(ex, decision), f"step cell {name!r}")
+        decision = ex.lookup(self.request.name, self.cell.code_fp, self.inputs.key(),
+                             what="step cell", inputs="inputs")
+        return perform(ex, self._restored_or_run(ex, decision), self.request.label)
 
     def _restored_or_run(self, ex: Execution, decision: Decision) -> Steps[None]:
         __tracebackhide__ = True
-        name = self.request.name
-        if decision.action == "replay":
+        name, out = self.request.name, self.outcome
+        if decision.action == "replay" and self._opaque_reason() is None:
             assert decision.entry is not None
-            self.outcome.restored = yield from stored(ex, decision.entry)
-            return
-        self.outcome.changed = decision.changed
+            try:
+                record = yield from stored(ex, decision.entry)
+                out.values = decode_values(record, None, f"step cell {name!r}")
+            except Exception as exc:  # a class or module gone, a payload refused
+                out.why = f"its checkpoint could not be loaded ({one_line(exc)})"
+            else:
+                if record.get("runs_on_restore") is None:
+                    out.restored = record
+                    return
+        elif decision.changed == "code":
+            out.why = "its code changed"
+        elif decision.changed is not None:
+            assert decision.entry is not None
+            changed = changed_inputs(decision.entry.args_fp, self.inputs)
+            out.why = f"an input changed ({', '.join(changed)})" if changed else "its inputs changed"
+        yield from self._run(ex, decision)
+
+    def _opaque_reason(self) -> str | None:
+        for name, why in sorted(self.inputs.opaque.items()):
+            return f"it reads {name}, whose changes cannot be seen ({why.removeprefix(name + ': ')})"
+        return None
+
+    def _run(self, ex: Execution, decision: Decision) -> Steps[None]:
+        __tracebackhide__ = True
+        ns, visible = self.shell.user_ns, visible_names(self.shell)
+        before = Snapshot(ns, visible)
         started_at, t0 = utcnow(), time.monotonic()
+        name = self.request.name
         ex.begin(name, decision.attempt)
         run = self.cell.arun if self.cell.is_async else self.cell.run
         try:
             with Recorder(self.shell) as recorder:
-                value = yield Call(run, (self.shell.user_ns,))
+                value = yield Call(run, (ns,))
         finally:
             ex.ended(name)
-        record = self._record(value, recorder, started_at, time.monotonic() - t0)
-        if record is None:
-            return
-        yield Commit(ex, ex.completion(name, "cell", decision.seq, record,
-                                       code_fp=self.cell.code_fp, args_fp=self.args_fp,
-                                       attempt=decision.attempt, max_attempts=1,
-                                       started_at=started_at))
-
-    def _record(self, value: Any, recorder: Recorder, started_at: datetime,
-                seconds: float) -> dict[str, Any] | None:
-        ns = self.shell.user_ns
-        names = [n for n in self.cell.binds
-                 if n in ns and n not in self.request.exclude and not is_hidden(self.shell, n)]
-        variables: dict[str, bytes] = {}
-        for var in names:
-            try:
-                variables[var] = codec.encode(ns[var], what=f"variable {var!r}")
-            except PayloadError as exc:
-                if var in self.cell.resources:  # `with open(…) as f`: left out, said so
-                    self.outcome.skipped.append(var)
-                    continue
-                self.outcome.problem = (
-                    f"step cell {self.request.name!r}: {exc}. The cell ran but is not "
-                    f"checkpointed; leave the variable out with --exclude {var}")
-                self.outcome.value = value
-                return None
-        stored_value = bundle = None
-        if value is not None:
-            try:
-                stored_value = codec.encode(value, what="result")
-            except PayloadError:
-                bundle = self.shell.display_formatter.format(value)
-        self.outcome.stored = [n for n in names if n in variables]
-        self.outcome.outputs = len(recorder.records)
+        seconds = time.monotonic() - t0
+        self.outcome.changes = observe(ns, visible, before, self.inputs, self.cell.binds)
         self.outcome.value = value
-        return {"version": RECORD_VERSION, "vars": variables, "outputs": recorder.records,
-                "value": stored_value, "bundle": bundle, "ran_at": started_at,
-                "seconds": seconds, "reads": self.cell.reads}
+        base = {"version": RECORD_VERSION, "ran_at": started_at, "seconds": seconds}
+
+        def commit(record: dict[str, Any]) -> Io:
+            return Io(ex.complete, name, "cell", decision.seq, record, code_fp=self.cell.code_fp,
+                      args_fp=self.inputs.key(), attempt=decision.attempt, max_attempts=1,
+                      started_at=started_at)
+
+        chosen = choose(ns, self.outcome.changes, exclude=self.request.exclude,
+                        never_store=self.request.never_store)
+        reason = self._opaque_reason() or chosen.not_checkpointable or self._nothing_to_restore(
+            chosen, bool(recorder.records) or value is not None)
+        if reason is None:
+            record = {**base, **self._stored(chosen, value, recorder)}
+            try:
+                yield commit(record)  # one pickle of the whole cell, signed once
+                return
+            except PayloadError:  # something does not pickle: find it
+                chosen = sort_out(ns, chosen, self.cell.resources)
+                reason = chosen.not_checkpointable
+        if reason is None:
+            yield commit({**base, **self._stored(chosen, value, recorder, bundle=True)})
+            return
+        self.outcome.runs_on_restore = reason
+        yield commit({**base, "runs_on_restore": reason})
+
+    def _nothing_to_restore(self, chosen: Chosen, shows: bool) -> str | None:
+        """A cell that wrote nothing and showed nothing, or only imported, runs on restore."""
+        changes = self.outcome.changes
+        if shows or (changes is not None and changes.deleted):
+            return None
+        if not chosen.groups:
+            return "it changes no variable and shows nothing (it ran for its effects elsewhere)"
+        if only_imports(self.shell.user_ns[n] for n in chosen.names):
+            return "it only imports (running it brings back what else it set)"
+        return None
+
+    def _stored(self, chosen: Chosen, value: Any, recorder: Recorder, *,
+                bundle: bool = False) -> dict[str, Any]:
+        """The checkpoint's content; ``bundle``: the value as its display (it did not pickle)."""
+        out, changes = self.outcome, self.outcome.changes
+        assert changes is not None
+        out.stored, out.skipped = chosen.names, chosen.skipped
+        shown = None
+        if bundle and value is not None:
+            try:
+                codec.encode(value, what="result")
+            except PayloadError:
+                shown, value = self.shell.display_formatter.format(value), None
+        return {"groups": chosen.values(self.shell.user_ns), "deleted": changes.deleted,
+                "mutated": changes.mutated, "rebound": changes.rebound,
+                "outputs": recorder.records, "value": value,
+                "bundle": shown, "reads": sorted(self.inputs.fingerprints)}
 
 
-def run_step_cell(shell: Any, source: str, request: StepRequest) -> Any:
-    """Execute a ``%%zart_step`` cell: restore it from the notebook run, or run it; a
-    cell that awaits returns a coroutine, for IPython to await."""
+def run_step_cell(shell: Any, source: str, request: StepRequest, *,
+                  cell: CellCode | None = None) -> Any:
+    """Execute a step cell: restore it from the notebook run, or run it; a cell that
+    awaits returns a coroutine, for IPython to await. ``cell``: the cell already
+    compiled (an automatic cell's)."""
     __tracebackhide__ = True
-    running = _StepCell(shell, compile_cell(source, shell), request)
+    running = _StepCell(shell, cell or compile_cell(source, shell), request)
     if running.cell.is_async:
         check_awaited(shell, "%%zart_step")
         return running.awaited()
@@ -173,12 +234,13 @@ def run_step_cell(shell: Any, source: str, request: StepRequest) -> Any:
 
 
 class _StepCell:
-    """One execution of a ``%%zart_step`` cell: what the sync and the awaiting ways share."""
+    """One execution of a step cell: what the sync and the awaiting ways share."""
 
     def __init__(self, shell: Any, cell: CellCode, request: StepRequest) -> None:
         self.shell = shell
         self.cell = cell
         self.request = request
+        self.inputs = read_inputs(shell.user_ns, cell.reads, visible_names(shell))
         self.attached: list[RunRow] = []
         self.bodies: list[StepCellBody] = []
 
@@ -188,7 +250,7 @@ class _StepCell:
         self.attached.append(row)
 
     def make_request(self) -> RunRequest:
-        self.bodies.append(StepCellBody(self.shell, self.cell, self.request))
+        self.bodies.append(StepCellBody(self.shell, self.cell, self.request, self.inputs))
         return RunRequest(self.bodies[-1], self.request.run_id, self.request.run_id,
                           options=Options(on_change=self.request.on_change))
 
@@ -210,55 +272,61 @@ class _StepCell:
         or one line of ours."""
         if isinstance(exc, (KeyboardInterrupt, asyncio.CancelledError)):  # Ctrl-C
             if self.bodies and self.bodies[-1].started:
-                say(f"step cell {self.request.name!r} interrupted; it is not checkpointed")
+                say(f"{self.request.label} interrupted; it is not checkpointed")
             return exc
         if isinstance(exc, (RunFailed, StoreError)):
-            return one_line(CellError(str(exc)))
+            return unchained(CellError(str(exc)))
         if isinstance(exc, Exception) and not isinstance(exc, UsageError):
             return without_library_frames(exc)  # the cell's own error
         return exc
 
     def shown(self) -> Any:
-        request, result = self.request, self.bodies[-1].outcome
+        result = self.bodies[-1].outcome
         if result.restored is not None:
-            return restore(self.shell, request.name, result.restored)
-        if result.problem is not None:
-            raise CellError(result.problem)
-        why = f" (re-executed: its {result.changed} changed)" if result.changed else ""
-        kept = ", ".join(result.stored) or "none"
-        skipped = f" (not stored: {', '.join(result.skipped)})" if result.skipped else ""
-        say(f"step cell {request.name!r} checkpointed in run {request.run_id!r}{why}; "
-            f"{len(result.stored)} variable{'s' if len(result.stored) != 1 else ''}: "
-            f"{kept}{skipped}")
+            return restore(self.shell, self.request.label, result.restored, result.values)
+        say(ran_line(self.request, result))
         return result.value
 
 
-def restore(shell: Any, name: str, record: dict[str, Any]) -> Any:
-    """Bring a stored cell back: its variables into the namespace, its outputs shown again."""
-    variables = decode_variables(shell, record, None, f"step cell {name!r}")
-    shell.user_ns.update(variables)
+def ran_line(request: StepRequest, result: _Outcome) -> str:
+    """The summary line of a step cell that ran."""
+    if result.runs_on_restore is not None:
+        return f"{request.label} ran because {result.runs_on_restore}; it runs again on every restore"
+    why = f" because {result.why}" if result.why else ""
+    mutated = result.changes.mutated if result.changes is not None else []
+    changed = f" ({', '.join(mutated)} changed in place)" if mutated else ""
+    skipped = f" (not stored: {', '.join(result.skipped)})" if result.skipped else ""
+    return (f"{request.label} ran{why} and was checkpointed in run {request.run_id!r}; "
+            f"{listing(result.stored)}{changed}{skipped}")
+
+
+def listing(names: list[str]) -> str:
+    """``2 variables: a, b`` (the first few)."""
+    shown = ", ".join(names[:LISTED]) + (f", … ({len(names) - LISTED} more)" if len(names) > LISTED else "")
+    return f"{len(names)} variable{'s' if len(names) != 1 else ''}: {shown or 'none'}"
+
+
+def restore(shell: Any, label: str, record: dict[str, Any], values: dict[str, Any]) -> Any:
+    """Bring a stored cell back: its variables into the namespace (where the old objects
+    were held, the restored ones are put), its outputs shown again, its value."""
+    ns = shell.user_ns
+    value = record.get("value")
+    if isinstance(value, bytes) and record.get("version", 1) == 1:  # a signed pickle of its own
+        value = codec.decode(value, what=f"value of {label}")
+    if record.get("bundle") is not None:
+        value = StoredDisplay(*record["bundle"])
+    rebound = set(record.get("rebound", values))  # version 1: no relinking
+    replaced = {name: ns[name] for name in values if name in ns and name not in rebound}
+    ns.update({name: rebind(v, ns) for name, v in values.items()})
+    rebind_classes(ns, [value, *values.values(), *ns.values()])  # after every unpickling
+    relink(ns, replaced)
+    for name in record.get("deleted") or ():
+        ns.pop(name, None)
     ran = record.get("ran_at")
     when = f"ran {ran:%Y-%m-%d %H:%M:%S} UTC, {record.get('seconds', 0):.1f} s" if ran else "ran before"
-    listed = ", ".join(variables) or "none"
-    say(f"step cell {name!r} restored ({when}); {len(variables)} "
-        f"variable{'s' if len(variables) != 1 else ''}: {listed}")
+    say(f"{label} restored ({when}); {listing(stored_names(record))}")
     replay(shell, record.get("outputs") or [])
-    if record.get("value") is not None:
-        return codec.decode(record["value"], what=f"value of step cell {name!r}")
-    if record.get("bundle") is not None:
-        return StoredDisplay(*record["bundle"])
-    return None
-
-
-def decode_variables(shell: Any, record: dict[str, Any], wanted: list[str] | None,
-                     what: str) -> dict[str, Any]:
-    stored = record.get("vars") or {}
-    names = list(stored) if wanted is None else [n for n in wanted if n in stored]
-    out = {}
-    for var in names:
-        value = codec.decode(stored[var], what=f"variable {var!r} of {what}")
-        out[var] = rebind(value, shell.user_ns)
-    return out
+    return value
 
 
 class StoredDisplay:
@@ -275,16 +343,6 @@ class StoredDisplay:
         return str(self.data.get("text/plain", "<stored display>"))
 
 
-# -- fingerprints of the values a cell reads ----------------------------------------
-
-def inputs_fingerprint(shell: Any, reads: list[str]) -> bytes:
-    """Fingerprint of the values of ``reads`` present in the namespace (absent ones count
-    too); functions and classes by their code, a value without a canonical form by its type."""
-    ns = shell.user_ns
-    return value_fingerprint(tuple((name, ns[name]) if name in ns else (name,)
-                                   for name in sorted(reads) if not is_hidden(shell, name)))
-
-
 # -- functions and classes unpickled into the notebook's namespace ------------------
 
 def rebind(value: Any, namespace: dict[str, Any]) -> Any:
@@ -299,9 +357,18 @@ def rebind(value: Any, namespace: dict[str, Any]) -> Any:
         return value
     if isinstance(value, type) and value.__module__ == "__main__":
         for attr, member in list(vars(value).items()):
-            if isinstance(member, types.FunctionType):
+            if isinstance(member, types.FunctionType) and member.__globals__ is not namespace:
                 setattr(value, attr, _rebind_function(member, namespace))
     return value
+
+
+def rebind_classes(namespace: dict[str, Any], values: Iterable[Any]) -> None:
+    """Unpickling an instance of a notebook class sets the class's methods again, with
+    cloudpickle's private globals: give them the notebook's namespace again."""
+    for value in values:
+        cls = value if isinstance(value, type) else type(value)
+        if cls.__module__ == "__main__":
+            rebind(cls, namespace)
 
 
 def _rebind_function(fn: types.FunctionType, namespace: dict[str, Any]) -> types.FunctionType:
@@ -326,7 +393,7 @@ def load_run_variables(shell: Any, run_id: str, wanted: list[str]) -> dict[str, 
     found: dict[str, tuple[str, dict[str, Any]]] = {}
     for step in cells:
         record = run.step_result(step["name"])
-        for var in record.get("vars") or {}:
+        for var in stored_names(record):
             found[var] = (step["name"], record)
     missing = [v for v in wanted if v not in found]
     if missing:
@@ -335,5 +402,7 @@ def load_run_variables(shell: Any, run_id: str, wanted: list[str]) -> dict[str, 
     out: dict[str, Any] = {}
     for var in wanted or list(found):
         cell_name, record = found[var]
-        out.update(decode_variables(shell, record, [var], f"step cell {cell_name!r}"))
+        value = decode_values(record, [var], f"step cell {cell_name!r}")[var]
+        out[var] = rebind(value, shell.user_ns)
+    rebind_classes(shell.user_ns, out.values())
     return out
