@@ -22,7 +22,7 @@ from ..config import Settings, settings
 from ..errors import StoreError, UsageError
 from . import embedded, schema
 from .dsn import redact
-from .sql import Connection, as_store_error
+from .sql import CANNOT_CONNECT, Connection, as_store_error
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
@@ -59,7 +59,7 @@ class Store:
                                    connect_timeout=10)
         except psycopg.OperationalError as exc:
             raise StoreError(f"cannot connect to {redact(self.dsn)}: {_first_line(exc)}",
-                             sqlstate=exc.sqlstate) from None
+                             sqlstate=exc.sqlstate or CANNOT_CONNECT) from None
 
     def open(self) -> Store:
         with self.connect() as conn:
