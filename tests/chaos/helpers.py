@@ -15,7 +15,17 @@ import psutil
 import psycopg
 from psycopg.rows import dict_row
 
+from tests.fix_db import TEST_SECRET
 from tests.helpers import REPO
+
+
+def own_env(home: Path, url: str, **values: str) -> dict:
+    """The environment of a process using the server of ``own_server``: its URL, home
+    and the tests' secret, no local workers, and ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZART_")}
+    env.update(ZART_DATABASE_URL=url, ZART_HOME=str(home), ZART_SECRET=TEST_SECRET,
+               ZART_WORKERS="0", **values)
+    return env
 
 
 def spawn_body(mode: str, run_id: str, log: Path, *extra: str, env: dict | None = None,

@@ -1,0 +1,91 @@
+"""A worker through a restart of the PostgreSQL server: the same process goes on.
+
+The server (one of the test's own) is stopped cleanly (``pg_ctl -m fast``) or crashed
+(``-m immediate``: the next start recovers from the WAL), and started again:
+
+- while the worker is idle: afterwards, that worker runs the children of a new fan-out;
+- while it runs children: the ones that finished while the server was down are
+  committed by that worker once it is back, and the run completes when executed again.
+  No child is lost, none runs twice.
+
+Either way the worker logs the outage once and its end once, naming the server.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.helpers import until
+from zart_nb.store import embedded
+
+from .helpers import executions, finish, journal, log_records, own_env, spawn_body, wait_lines
+from .scripts.bodies import fan_expected
+
+DOWN_SECONDS = 1.5
+
+
+def restart_server(home, mode: str) -> str:
+    """Stop the server (``mode``), leave it down a moment, start it again: its URL."""
+    assert embedded.stop(home, mode=mode)
+    time.sleep(DOWN_SECONDS)
+    return embedded.server_url(home)
+
+
+def fan(home, url, run_id: str, log, children: int, child_ms: int, **popen):
+    return spawn_body("fan", run_id, log, "--children", str(children), "--child-ms",
+                      str(child_ms), env=own_env(home, url, ZART_LEASE_SECONDS="2"), **popen)
+
+
+def outage_lines(output: str) -> tuple[list[str], list[str]]:
+    lines = output.splitlines()
+    return ([ln for ln in lines if "lost the database" in ln],
+            [ln for ln in lines if "is back on the database" in ln])
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_an_idle_worker_works_again_after_a_server_restart(own_server, own_workers,
+                                                            tmp_path, mode):
+    home, url = own_server
+    worker = own_workers.start(2)
+    before = tmp_path / "before.log"
+    assert finish(fan(home, url, "before", before, 10, 5))["result"] == fan_expected(10)
+    assert {r[2] for r in log_records(before)} == {str(worker.pid)}
+
+    url = restart_server(home, mode)
+    after = tmp_path / "after.log"
+    assert finish(fan(home, url, "after", after, 10, 5))["result"] == fan_expected(10)
+
+    assert worker.poll() is None, own_workers.output(worker)
+    assert {r[2] for r in log_records(after)} == {str(worker.pid)}  # the same process
+    lost, back = outage_lines(own_workers.output(worker))
+    assert len(lost) == 1 and len(back) == 1, own_workers.output(worker)
+    assert str(home) in lost[0] and str(home) in back[0]  # the server, named
+
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_children_finished_while_the_server_is_down_are_committed_once_back(
+        own_server, own_workers, tmp_path, mode):
+    home, url = own_server
+    worker = own_workers.start(2)
+    log = tmp_path / "effects.log"
+    body = fan(home, url, "through", log, 12, 800)
+    wait_lines(log, 2, body)  # two children started; each takes 0.8 s
+    url = restart_server(home, mode)  # they finish while the server is down
+    body.communicate(timeout=60)  # the body lost its connection: it failed (or finished)
+    # the two results were kept, then committed by the worker once the server was back
+    until(lambda: sum(r["status"] == "completed" for r in journal(url, "through")) >= 2, 30,
+          "the children finished during the outage committed")
+
+    resumed = finish(fan(home, url, "through", log, 12, 800))
+    assert resumed["result"] == fan_expected(12)
+    counts = executions(log_records(log))
+    assert set(counts) == {f"f-{j}" for j in range(12)}
+    assert set(counts.values()) == {1}, counts  # none lost, none run twice
+    assert {r[2] for r in log_records(log)} == {str(worker.pid)}
+    assert worker.poll() is None, own_workers.output(worker)
+    rows = [r for r in journal(url, "through") if r["kind"] == "child"]
+    assert {(r["status"], r["attempts"]) for r in rows} == {("completed", 1)}, rows
+    lost, back = outage_lines(own_workers.output(worker))
+    assert len(lost) == 1 and len(back) == 1, own_workers.output(worker)
