@@ -8,7 +8,8 @@ The server (one of the test's own) is stopped cleanly (``pg_ctl -m fast``) or cr
   committed by that worker once it is back, and the run completes when executed again.
   No child is lost, none runs twice.
 
-Either way the worker logs the outage once and its end once, naming the server.
+Either way the worker logs the outage once and its end once, naming the server. A
+worker started while the server is down waits for it.
 """
 
 from __future__ import annotations
@@ -89,3 +90,21 @@ def test_children_finished_while_the_server_is_down_are_committed_once_back(
     assert {(r["status"], r["attempts"]) for r in rows} == {("completed", 1)}, rows
     lost, back = outage_lines(own_workers.output(worker))
     assert len(lost) == 1 and len(back) == 1, own_workers.output(worker)
+
+
+def test_a_worker_started_while_the_server_is_down_waits_for_it(own_server, own_workers,
+                                                               tmp_path):
+    home, url = own_server
+    assert embedded.stop(home)
+    worker = own_workers.start(2)
+    until(lambda: "waiting for the database" in own_workers.output(worker), 60,
+          "the worker waiting")
+    time.sleep(DOWN_SECONDS)
+    assert worker.poll() is None, own_workers.output(worker)
+    url = embedded.server_url(home)
+    log = tmp_path / "effects.log"
+    assert finish(fan(home, url, "late", log, 10, 5))["result"] == fan_expected(10)
+    assert {r[2] for r in log_records(log)} == {str(worker.pid)}
+    output = own_workers.output(worker)
+    assert output.count("waiting for the database") == 1, output
+    assert output.count("reached the database") == 1, output

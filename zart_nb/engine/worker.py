@@ -43,9 +43,9 @@ from ..store import queue as queue_db
 from ..store import runs as runs_db
 from ..store.connection import Store, get_store
 from ..store.notify import WORK_CHANNEL, Listener, listener
-from ..store.reconnect import Link
+from ..store.reconnect import Backoff, Link
 from ..store.records import ChildFailure, ChildResult, ChildTask, StoredBody
-from ..store.sql import Connection
+from ..store.sql import Connection, lost
 from .execute import HOST, execute_claimed, new_owner
 from .execution import encode_error, one_line, step_scope, utcnow
 from .leases import ChildLeases
@@ -381,11 +381,33 @@ def run_worker(*, concurrency: int = 1, namespace: str | None = None,
     """Run children until SIGTERM/SIGINT (or the parent process ``parent_pid`` dies)."""
     if store is None:
         configure(settings().evolve(workers=0))  # bodies it executes use the workers, not a pool
-        store = get_store()
+        store = _store_once_reachable()
     worker = Worker(store, concurrency=concurrency, namespace=namespace, parent_pid=parent_pid)
     if threading.current_thread() is threading.main_thread():
         _stop_on_signals(worker)
     worker.run()
+
+
+def _store_once_reachable() -> Store:
+    """The process's store; a worker started while the database is away (a server
+    restarting, a machine booting) waits for it, with a backoff, and says so once."""
+    backoff = Backoff()
+    waited = None
+    while True:
+        try:
+            store = get_store()
+        except StoreError as exc:
+            if not lost(exc.sqlstate):
+                raise
+            if waited is None:
+                waited = time.monotonic()
+                log.warning("zart-nb: worker waiting for the database: %s", exc)
+            time.sleep(backoff.delay())
+            continue
+        if waited is not None:
+            log.info("zart-nb: worker reached the database after %.1f s",
+                     time.monotonic() - waited)
+        return store
 
 
 def _stop_on_signals(worker: Worker) -> None:

@@ -8,6 +8,7 @@ Errors never show a password: DSNs are redacted before they reach a message.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -25,6 +26,12 @@ from .dsn import redact
 from .sql import CANNOT_CONNECT, Connection, as_store_error
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# While the server is away the pool tries to reconnect in the background and warns at
+# every attempt; with no logging set up, Python prints each warning to stderr (a cell's
+# output, a worker's log). zart-nb reports an outage once itself (store/reconnect.py),
+# so the pool's warnings go only to the handlers an application sets up.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 __all__ = ["Store", "close_store", "get_store", "redact", "resolve_dsn"]
 
@@ -72,7 +79,8 @@ class Store:
             self._pool.open(wait=True, timeout=15)
         except PoolTimeout:
             self._pool.close()
-            raise StoreError(f"cannot connect to {redact(self.dsn)}: pool timed out") from None
+            raise StoreError(f"cannot connect to {redact(self.dsn)}: pool timed out",
+                             sqlstate=CANNOT_CONNECT) from None
         return self
 
     @contextmanager
