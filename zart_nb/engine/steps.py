@@ -221,11 +221,11 @@ def _execute(ex: Execution, step: StepFunction, name: str, seq: int, args: tuple
         try:
             with step_scope(StepContext(ex.run_id, ex.name, name, attempt)):
                 value = call_with_timeout(step.fn, args, kwargs, step.timeout)
-        except TimedOut:
+        except TimedOut as timed_out:
             error = StepTimedOut(f"step {name!r} timed out after {step.timeout:g} s",
                                  step=name, reason="timed_out")
-            fail(error, "framework")
-            return Failed(error)
+            fail(error.with_traceback(timed_out.__traceback__), "framework")
+            return Failed(error.with_traceback(None))  # stored; its frames not kept alive
         except Exception as exc:
             if attempt < last_attempt:
                 ex.record_attempt(name, attempt, exc, started)

@@ -285,10 +285,11 @@ class Worker:
         try:
             with step_scope(StepContext(row.run_id, None, name, attempt)):
                 value = call_with_timeout(fn, args, kwargs, row.timeout_s)
-        except TimedOut:
-            return _Done(row, error=StepTimedOut(f"child {name!r} timed out after "
-                                                 f"{row.timeout_s:g} s", step=name,
-                                                 reason="timed_out"), error_kind="framework")
+        except TimedOut as timed_out:  # its traceback: where the deadline found the child
+            return _Done(row, error=StepTimedOut(
+                f"child {name!r} timed out after {row.timeout_s:g} s", step=name,
+                reason="timed_out").with_traceback(timed_out.__traceback__),
+                error_kind="framework")
         except Exception as exc:
             return self._failure(row, exc, time.monotonic() - started)
         seconds = time.monotonic() - started
