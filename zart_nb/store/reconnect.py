@@ -51,7 +51,12 @@ class Backoff:
 
 class Outage:
     """The database as this process sees it: an outage is logged once when a thread
-    first loses it, and once when a thread first reaches it again."""
+    first loses it, and once when a thread first reaches it again.
+
+    Both at INFO: a worker's log shows them (it logs zart-nb's INFO messages); in a
+    kernel or a script, the body that lost its connection says so itself, with one
+    StoreError, and the threads that reconnect behind it stay quiet.
+    """
 
     def __init__(self, dsn: str) -> None:
         self.dsn = redact(dsn)
@@ -70,7 +75,7 @@ class Outage:
             if self.since is not None:
                 return
             self.since = time.monotonic()
-        log.warning("zart-nb: %s lost the database %s (%s); reconnecting", who, self.dsn,
+        log.info("zart-nb: %s lost the database %s (%s); reconnecting", who, self.dsn,
                     _reason(error))
 
     def succeeded(self, who: str) -> None:
