@@ -8,6 +8,7 @@ Errors never show a password: DSNs are redacted before they reach a message.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
@@ -112,14 +113,24 @@ def _first_line(exc: BaseException) -> str:
 
 _store: Store | None = None
 _lock = threading.Lock()
+_closed_at_exit: set[int] = set()  # pids whose exit closes their store
 
 
 def get_store() -> Store:
-    """The process's store, opened on first use (and again in a forked child)."""
+    """The process's store, opened on first use (and again in a forked child).
+
+    It is closed at exit: a pool left to the garbage collector at the interpreter's end
+    can wait forever for a lock that one of its worker threads, stopped mid-way as
+    daemon threads are then, still holds (a body that failed on a lost database hung
+    there instead of exiting).
+    """
     global _store
     with _lock:
         if _store is None or _store.pid != os.getpid():
             _store = Store().open()
+            if os.getpid() not in _closed_at_exit:
+                _closed_at_exit.add(os.getpid())
+                atexit.register(close_store)
         return _store
 
 
