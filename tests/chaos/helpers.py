@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -134,3 +136,14 @@ def committed(url: str, run_id: str) -> set[str]:
     return {row["name"] for row in journal(url, run_id) if row["status"] == "completed"}
 
 
+
+
+_BACK = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) zart-nb: .*"
+                   r"(is back on|reached) the database", re.M)
+
+
+def back_times(worker_log: str) -> list[float]:
+    """When a worker's log says it was back on the database, or reached it for the first
+    time (one started while the server was down), in epoch seconds."""
+    return [datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            for m in _BACK.finditer(worker_log)]
