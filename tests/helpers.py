@@ -45,8 +45,9 @@ def until(check: Callable[[], Any], timeout: float = 30.0, what: str = "conditio
 class Workers:
     """External ``python -m zart_nb.engine.worker`` processes; stopped at the end."""
 
-    def __init__(self, logs: Path) -> None:
+    def __init__(self, logs: Path, env: dict | None = None) -> None:
         self.logs = logs
+        self.env = env  # None: this process's environment at each start
         self.procs: list[subprocess.Popen] = []
         self.killed: list[int] = []
 
@@ -54,8 +55,8 @@ class Workers:
         out = open(self.logs / f"worker-{len(self.procs)}.log", "w")  # noqa: SIM115 (the worker's stdout)
         proc = subprocess.Popen(
             [sys.executable, "-m", "zart_nb.engine.worker", "--concurrency", str(concurrency),
-             *extra], cwd=REPO, env=os.environ.copy(), stdin=subprocess.DEVNULL, stdout=out,
-            stderr=subprocess.STDOUT)
+             *extra], cwd=REPO, env=self.env or os.environ.copy(), stdin=subprocess.DEVNULL,
+            stdout=out, stderr=subprocess.STDOUT)
         out.close()
         self.procs.append(proc)
         return proc

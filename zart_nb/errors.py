@@ -80,8 +80,10 @@ class CodeChanged(UsageError):
 class StoreError(ZartError):
     """The database could not do what was asked; the original is in ``__cause__``.
 
-    ``sqlstate`` is PostgreSQL's code for the failure (``"53100"``: disk full, ``None``
-    when the server was not reached), so that callers decide without the driver.
+    ``sqlstate`` is PostgreSQL's code for the failure (``"53100"``: disk full; class
+    ``08`` or ``57P`` when the server was lost or could not be reached, see
+    ``store.sql.lost``; ``None`` when nothing was sent: the driver refused a value, or
+    the store is closed), so that callers decide without the driver.
     """
 
     def __init__(self, message: str, *, sqlstate: str | None = None) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,7 +17,17 @@ import psutil
 import psycopg
 from psycopg.rows import dict_row
 
+from tests.fix_db import TEST_SECRET
 from tests.helpers import REPO
+
+
+def own_env(home: Path, url: str, **values: str) -> dict:
+    """The environment of a process using the server of ``own_server``: its URL, home
+    and the tests' secret, no local workers, and ``values``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ZART_")}
+    env.update(ZART_DATABASE_URL=url, ZART_HOME=str(home), ZART_SECRET=TEST_SECRET,
+               ZART_WORKERS="0", **values)
+    return env
 
 
 def spawn_body(mode: str, run_id: str, log: Path, *extra: str, env: dict | None = None,
@@ -124,3 +136,14 @@ def committed(url: str, run_id: str) -> set[str]:
     return {row["name"] for row in journal(url, run_id) if row["status"] == "completed"}
 
 
+
+
+_BACK = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) zart-nb: .*"
+                   r"(is back on|reached) the database", re.M)
+
+
+def back_times(worker_log: str) -> list[float]:
+    """When a worker's log says it was back on the database, or reached it for the first
+    time (one started while the server was down), in epoch seconds."""
+    return [datetime.datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S,%f").timestamp()
+            for m in _BACK.finditer(worker_log)]

@@ -156,6 +156,31 @@ SUITE_TEXT = {
                "server. Executed again once the server is back, the run resumes: every step "
                "whose return the body saw is replayed (its commit had waited for the WAL "
                "flush), only the step in flight runs again."),
+    "outage": ("A worker through a server restart",
+               "One external worker, against an embedded server of the test's own, which is "
+               "stopped cleanly (`pg_ctl -m fast`) or crashed (`-m immediate`: recovered from "
+               "the WAL at the next start), left down 1.5 s and started again, while the "
+               "worker is idle or while it runs children (each 0.8 s, so they finish while "
+               "the server is down). Checked: the same worker process goes on and runs the "
+               "next children; children finished during the outage are committed by it once "
+               "the server is back (none lost, none run twice, attempt 1 each); it logs the "
+               "outage once and its end once. `worker back after s`: from the server ready "
+               "again to the worker's log saying it is back."),
+    "everything": ("The body, the workers and the server killed at random",
+                   "The `mixed` run (sequential steps and fan-outs) executed by a body "
+                   "subprocess, with three external workers (2 threads, leases of 2 s), "
+                   "against an embedded server of the test's own. At random points of its "
+                   "side-effect log, in a shuffled order: the body is killed (SIGKILL) and "
+                   "executed again; a worker is killed (SIGKILL) and replaced; the server is "
+                   "crashed (`pg_ctl -m immediate`) or stopped (`-m fast`), left down "
+                   "0.2-2.5 s and started again (the body fails with a StoreError and is "
+                   "executed again; the workers stay). Checked: the result is right; every "
+                   "child completed; nothing committed at an event ever runs again; a second "
+                   "execution only across an event; every worker alive before an outage and "
+                   "not killed since is the same process at the end and runs children of "
+                   "new fan-outs. `recover` columns: from the server ready again to each "
+                   "worker back on it (its log), median and maximum over the outages and "
+                   "workers."),
 }
 
 

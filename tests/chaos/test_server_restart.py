@@ -9,38 +9,21 @@ the run again once the server is back resumes it: every step whose return the bo
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from tests.fix_db import TEST_SECRET
 from tests.helpers import until
 from zart_nb.store import embedded
 
 from .figures import record
-from .helpers import executions, finish, log_records, spawn_body
+from .helpers import executions, finish, log_records, own_env, spawn_body
 from .scripts.bodies import seq_expected
 
 
-@pytest.fixture
-def own_server():
-    home = Path(tempfile.mkdtemp(prefix="zart-chaos-"))  # short: the socket lives in it
-    try:
-        yield home, embedded.server_url(home)
-    finally:
-        embedded.stop(home)
-        shutil.rmtree(home, ignore_errors=True)
-
-
 def body_env(home: Path, url: str) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ZART_")}
-    env.update(ZART_DATABASE_URL=url, ZART_HOME=str(home), ZART_SECRET=TEST_SECRET,
-               ZART_WORKERS="0", ZART_LEASE_SECONDS="3")
-    return env
+    return own_env(home, url, ZART_LEASE_SECONDS="3")
 
 
 def done_steps(log: Path) -> list[str]:

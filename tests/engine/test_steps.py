@@ -240,6 +240,20 @@ def test_a_timeout_is_a_framework_failure_and_is_not_retried(zart_env):
         step(timeout=-1)(lambda: None)
 
 
+def test_a_timed_out_steps_traceback_shows_where_the_deadline_found_it(zart_env):
+    @step("stuck", timeout=0.2)
+    def stuck():
+        time.sleep(30)
+
+    with pytest.raises(StepTimedOut):
+        durable("stuck")(lambda: stuck())()
+    lines = run("stuck").steps[0]["traceback"].splitlines()
+    assert lines[-3:] == [f'  File "{__file__}", line {stuck.fn.__code__.co_firstlineno + 2}, '
+                          "in stuck", "    time.sleep(30)",
+                          "zart_nb.StepTimedOut: step 'stuck' timed out after 0.2 s"]
+    assert lines[0] == "Traceback (most recent call last):" and len(lines) == 4
+
+
 # -- outcomes --------------------------------------------------------------------------
 
 class Declined(Exception):

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from tests.helpers import execute
-from zart_nb import StepFailed, run, schedule, wait
+from zart_nb import StepFailed, StepFunction, run, schedule, wait
 
 from .helpers import lines
 from .scripts import bodies
@@ -94,3 +94,29 @@ def test_the_stored_error_of_exhausted_retries_keeps_its_last_error_as_cause(env
 
     assert isinstance(error, StepFailed)
     assert isinstance(error.__cause__, ValueError) and str(error.__cause__) == "child 2 refuses"
+
+
+def test_a_childs_traceback_names_its_file_and_line_even_when_pickled_by_value(env, sql):
+    """cloudpickle rebuilds a function it pickled by value (a lambda, a function of a
+    script or a notebook) with "<dynamic-code>" as its file; the worker puts the name
+    back. A child that passed its timeout shows where the deadline found it."""
+    env(ZART_WORKERS=1)
+
+    def stuck():
+        time.sleep(30)
+
+    def body():
+        return wait([schedule(lambda: 1 / 0),
+                     schedule(StepFunction(stuck, "stuck", timeout=0.3))],
+                    return_exceptions=True)
+
+    execute(body, name="by-value", run_id="by-value")
+    stored = {r["name"]: r["traceback"] for r in sql("SELECT name, traceback FROM steps")}
+    assert stored["<lambda>-0"].splitlines()[1:3] == [
+        f'  File "{__file__}", line {body.__code__.co_firstlineno + 1}, in <lambda>',
+        "    return wait([schedule(lambda: 1 / 0),"]
+    assert stored["stuck-0"].splitlines() == [
+        "Traceback (most recent call last):",
+        f'  File "{__file__}", line {stuck.__code__.co_firstlineno + 1}, in stuck',
+        "    time.sleep(30)",
+        "zart_nb.StepTimedOut: child 'stuck-0' timed out after 0.3 s"]

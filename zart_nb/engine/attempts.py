@@ -72,10 +72,9 @@ def timed_out(name: str, seconds: float | None) -> Verdict:
 
 def record(task: ChildTask, verdict: Verdict, traceback: str) -> ChildFailure:
     """The row ``queue.fail`` writes for ``verdict`` (``traceback``: the user's frames)."""
-    return ChildFailure(run_id=task.run_id, generation=task.generation, name=task.name,
-                        attempt=task.attempts, error=one_line(verdict.error),
-                        error_kind=verdict.kind, error_payload=encode_error(verdict.error),
-                        traceback=traceback, retry_at=verdict.retry_at)
+    return ChildFailure(claimed=task, error=one_line(verdict.error), error_kind=verdict.kind,
+                        error_payload=encode_error(verdict.error), traceback=traceback,
+                        retry_at=verdict.retry_at)
 
 
 def outcome_of(ex: Execution, row: ChildOutcome) -> Outcome:

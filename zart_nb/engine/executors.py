@@ -260,8 +260,7 @@ class Driver:
         with self.ex.lock:
             if results:
                 written = set(queue_db.complete(self.ex.conn, self.worker, [
-                    ChildResult(c.task.run_id, c.task.generation, c.task.name, c.sealed or b"")
-                    for c in results]))
+                    ChildResult(c.task, c.sealed or b"") for c in results]))
                 if len(written) < len(results):
                     raise Suspend(f"run {self.ex.run_id!r}: another process took over its "
                                   "children (this one lost the run)")

@@ -27,6 +27,7 @@ import cloudpickle
 
 from .. import codec
 from ..errors import PayloadError, UsageError
+from ..sources import with_sources
 from ..store import queue as queue_db
 from ..store.notify import listener
 from ..store.records import ChildOutcome, JournalEntry, NewChild
@@ -66,11 +67,14 @@ class Children:
 
     def pickled(self, fn: Callable[..., Any], child: str) -> bytes:
         """``fn`` pickled once per execution (a notebook function travels by value, which
-        costs more than its arguments); the task's envelope signs these bytes too."""
+        costs more than its arguments), with its file names and the source lines of a
+        notebook's cells, for its tracebacks on the worker; the task's envelope signs
+        these bytes too."""
         found = self._functions.get(id(fn))
         if found is None or found[0] is not fn:
             try:
-                found = self._functions[id(fn)] = (fn, cloudpickle.dumps(fn, protocol=5))
+                found = self._functions[id(fn)] = (
+                    fn, cloudpickle.dumps(with_sources(fn), protocol=5))
             except Exception as exc:  # pickling raises many kinds of errors
                 raise PayloadError(f"child {child!r}: "
                                    f"{codec.unpicklable_reason(fn, 'function', exc)}") from None

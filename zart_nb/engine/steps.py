@@ -293,11 +293,11 @@ def _attempts(ex: Execution, step: StepFunction, name: str, decision: Decision,
         try:
             value = yield Call(step.fn, args, kwargs, timeout=step.timeout,
                                where=StepContext(ex.run_id, ex.name, name, attempt))
-        except TimedOut:
+        except TimedOut as timed_out:
             error = StepTimedOut(f"step {name!r} timed out after {step.timeout:g} s",
                                  step=name, reason="timed_out")
-            yield fail(error, "framework")
-            return Failed(error)
+            yield fail(error.with_traceback(timed_out.__traceback__), "framework")
+            return Failed(error.with_traceback(None))  # stored; its frames not kept alive
         except Exception as exc:
             if attempt < last_attempt:
                 yield Io(ex.record_attempt, name, attempt, exc, started)

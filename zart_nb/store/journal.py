@@ -84,10 +84,10 @@ def fail(conn: Connection, who: Owner, failure: StepFailure) -> None:
     sql.execute(conn, FAIL, {
         "run_id": who.run_id, "generation": who.generation, "worker": who.owner,
         "name": failure.name, "kind": failure.kind, "seq": failure.seq,
-        "attempt": failure.attempt, "error": failure.error, "error_kind": failure.error_kind,
-        "error_payload": failure.error_payload, "traceback": failure.traceback,
-        "started_at": failure.started_at, "code_fp": failure.code_fp,
-        "args_fp": failure.args_fp})
+        "attempt": failure.attempt, "error": sql.storable(failure.error),
+        "error_kind": failure.error_kind, "error_payload": failure.error_payload,
+        "traceback": sql.storable(failure.traceback), "started_at": failure.started_at,
+        "code_fp": failure.code_fp, "args_fp": failure.args_fp})
 
 
 def record_attempt(conn: Connection, who: Owner, *, name: str, attempt: int, error: str,
@@ -95,7 +95,7 @@ def record_attempt(conn: Connection, who: Owner, *, name: str, attempt: int, err
     """Keep a failed attempt that will be retried."""
     sql.execute(conn, RECORD_ATTEMPT, {
         "run_id": who.run_id, "generation": who.generation, "name": name, "attempt": attempt,
-        "status": "failed", "error": error, "worker": who.owner, "started_at": started_at})
+        "status": "failed", "error": sql.storable(error), "worker": who.owner, "started_at": started_at})
 
 
 def start_wait(conn: Connection, who: Owner, *, name: str, kind: str, seq: int,

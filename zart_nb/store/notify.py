@@ -3,7 +3,9 @@
 One listening connection per process and channel; waiters take a ``token`` (a counter
 per key) *before* reading the database, then ``wait(key, token, timeout)`` returns at
 once if a notification for ``key`` arrived in between. The timeout is the slow poll
-that covers a lost connection. ``wait_async`` is the same wait for code on an event
+that covers a lost connection: the listener reconnects with a backoff (the outage
+logged once), and wakes every waiter when it listens again, since anything may have
+happened meanwhile. ``wait_async`` is the same wait for code on an event
 loop: the listening thread completes a future on that loop, no thread is held.
 """
 
@@ -11,12 +13,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections import defaultdict
 
-from psycopg import sql
+from psycopg import sql as pgsql
 
+from ..errors import StoreError
 from .connection import Store
+from .reconnect import Link
+from .sql import Connection, translated
+
+log = logging.getLogger("zart_nb")
 
 RUN_CHANNEL = "zart_run"  # payload: run_id
 WORK_CHANNEL = "zart_work"  # payload: namespace
@@ -70,19 +78,33 @@ class Listener:
         self._bump(key)
 
     def _loop(self) -> None:
-        while not self._stopped.is_set():
-            try:
-                with self.store.connect() as conn:
-                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
-                    self._ready.set()
-                    self._bump_all()  # anything may have happened while not listening
-                    while not self._stopped.is_set():
-                        for note in conn.notifies(timeout=1.0):
-                            self._bump(note.payload)
-            except Exception:  # database gone: retry, waiters fall back to their timeouts
+        link = Link(self.store, f"the listener on {self.channel}", setup=self._listen)
+        try:
+            while not self._stopped.is_set():
+                try:
+                    link.use(self._drain)
+                    continue
+                except StoreError:  # logged by the link; waiters fall back to their timeouts
+                    pause = link.pause()
+                except Exception:  # a bug of ours: logged, never taken for an outage
+                    log.exception("zart-nb: the listener on %s failed; it goes on", self.channel)
+                    pause = 1.0
                 self._ready.set()
-                if self._stopped.wait(1.0):
-                    return
+                self._stopped.wait(pause)
+        finally:
+            link.close()
+
+    def _listen(self, conn: Connection) -> None:
+        with translated(conn):
+            conn.execute(pgsql.SQL("LISTEN {}").format(pgsql.Identifier(self.channel)))
+        self._ready.set()
+        self._bump_all()  # anything may have happened while not listening
+
+    def _drain(self, conn: Connection) -> None:
+        """Wait up to a second for notifications (so that ``close`` is seen soon)."""
+        with translated(conn):
+            for note in conn.notifies(timeout=1.0):
+                self._bump(note.payload)
 
     def _bump(self, key: str) -> None:
         with self._cond:

@@ -16,6 +16,8 @@ RENEW = sql.query("renew_child_leases")
 COMPLETE = sql.query("complete_children")
 FAIL = sql.query("fail_child")
 RELEASE = sql.query("release_children")
+RETAKE = sql.query("retake_children")
+DURABLE_TRANSACTION = sql.query("durable_transaction")
 REQUEUE_EXPIRED = sql.query("requeue_expired_children")
 NEXT_RETRY_IN = sql.query("next_retry_in")
 
@@ -58,35 +60,69 @@ def renew_leases(conn: Connection, worker: str, lease: float) -> None:
     sql.execute(conn, RENEW, {"worker": worker, "lease": lease})
 
 
-def requeue_expired(conn: Connection) -> None:
-    """Children whose worker stopped renewing its lease go back to the queue."""
-    sql.execute(conn, REQUEUE_EXPIRED)
+def requeue_expired(conn: Connection, lease: float) -> None:
+    """Children whose worker stopped renewing its lease go back to the queue, unless the
+    server started less than ``lease`` seconds ago: their workers, back from the outage,
+    renew them first."""
+    sql.execute(conn, REQUEUE_EXPIRED, {"lease": lease})
 
 
 def complete(conn: Connection, worker: str, results: list[ChildResult]) -> list[str]:
-    """Commit a batch of results at once; only children ``worker`` still holds (the names
-    of those written)."""
+    """Commit a batch of results at once, each for the attempt that produced it; a child
+    another worker claimed since is left alone (the names of those written)."""
     placed = [place(r.data) for r in results]
+    claimed = [r.claimed for r in results]
     return sql.column(conn, COMPLETE, {
         "worker": worker,
-        "run_ids": [r.run_id for r in results], "generations": [r.generation for r in results],
-        "names": [r.name for r in results], "results": [p.inline for p in placed],
+        "run_ids": [c.run_id for c in claimed], "generations": [c.generation for c in claimed],
+        "names": [c.name for c in claimed], "attempts": [c.attempts for c in claimed],
+        "code_fps": [c.code_fp for c in claimed], "args_fps": [c.args_fp for c in claimed],
+        "results": [p.inline for p in placed],
         "hashes": [p.hash for p in placed], "sizes": [p.size for p in placed],
         "payload_hashes": [p.hash for p in placed if p.hash is not None],
         "payload_data": [p.data for p in placed if p.hash is not None]})
 
 
-def fail(conn: Connection, worker: str, failure: ChildFailure) -> None:
-    sql.execute(conn, FAIL, {
-        "run_id": failure.run_id, "generation": failure.generation, "name": failure.name,
-        "attempt": failure.attempt, "worker": worker, "error": failure.error,
-        "error_kind": failure.error_kind, "error_payload": failure.error_payload,
-        "traceback": failure.traceback, "retry_at": failure.retry_at})
+def fail(conn: Connection, worker: str, failure: ChildFailure) -> int:
+    """Store the failed attempt (fenced as ``complete``)."""
+    c = failure.claimed
+    return sql.rowcount(conn, FAIL, {
+        "run_id": c.run_id, "generation": c.generation, "name": c.name, "attempt": c.attempts,
+        "code_fp": c.code_fp, "args_fp": c.args_fp, "worker": worker,
+        "error": sql.storable(failure.error), "error_kind": failure.error_kind,
+        "error_payload": failure.error_payload, "traceback": sql.storable(failure.traceback),
+        "retry_at": failure.retry_at})
 
 
-def release(conn: Connection, worker: str, tasks: list[ChildTask]) -> None:
+def commit_outcomes(conn: Connection, worker: str, results: list[ChildResult],
+                    failures: list[ChildFailure]) -> int:
+    """A worker's finished children, all or none: one transaction, whose commit waits for
+    the WAL flush (a worker's session does not, for its claims). How many were written
+    (the others were no longer the worker's)."""
+    with sql.transaction(conn):
+        sql.execute(conn, DURABLE_TRANSACTION)
+        written = len(complete(conn, worker, results)) if results else 0
+        for failure in failures:
+            written += fail(conn, worker, failure)
+    return written
+
+
+def retake(conn: Connection, worker: str, lease: float,
+           held: list[ChildTask]) -> dict[tuple[str, int, str], int]:
+    """Take again the children ``worker`` holds, after its connection was lost: {(run_id,
+    generation, name): attempt} of those it holds now; the others were taken over."""
+    rows = sql.every_positional(conn, RETAKE, {
+        "worker": worker, "lease": lease,
+        "run_ids": [t.run_id for t in held], "generations": [t.generation for t in held],
+        "names": [t.name for t in held], "attempts": [t.attempts for t in held],
+        "code_fps": [t.code_fp for t in held], "args_fps": [t.args_fp for t in held]},
+        lambda run_id, generation, name, attempts: ((run_id, generation, name), attempts))
+    return dict(rows)
+
+
+def release(conn: Connection, worker: str, tasks: list[ChildTask]) -> int:
     """Give back children claimed but not started (their attempt undone)."""
-    sql.execute(conn, RELEASE, {"worker": worker, "run_ids": [t.run_id for t in tasks],
+    return sql.rowcount(conn, RELEASE, {"worker": worker, "run_ids": [t.run_id for t in tasks],
                                 "generations": [t.generation for t in tasks],
                                 "names": [t.name for t in tasks]})
 

@@ -185,7 +185,8 @@ class NewChild:
 
 @dataclass(frozen=True, slots=True)
 class ChildTask:
-    """A child a worker claimed."""
+    """A child a worker claimed: ``attempts`` counts this attempt; the fingerprints say
+    which version of the child it is (a body executed again may queue another)."""
 
     run_id: str
     generation: int
@@ -195,6 +196,8 @@ class ChildTask:
     max_attempts: int
     retry: dict[str, Any] | None
     timeout_s: float | None
+    code_fp: bytes | None
+    args_fp: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,11 +216,9 @@ class ChildOutcome:
 
 @dataclass(frozen=True, slots=True)
 class ChildResult:
-    """A worker's successful child, to commit."""
+    """A worker's successful child, to commit for the attempt ``claimed``."""
 
-    run_id: str
-    generation: int
-    name: str
+    claimed: ChildTask
     data: bytes  # the encoded result
 
 
@@ -225,10 +226,7 @@ class ChildResult:
 class ChildFailure:
     """A worker's failed child: retried after ``retry_at``, or failed for good (None)."""
 
-    run_id: str
-    generation: int
-    name: str
-    attempt: int
+    claimed: ChildTask
     error: str
     error_kind: str
     error_payload: bytes

@@ -63,12 +63,24 @@ def unused_queries() -> set[str]:
     return set(_blocks()) - _used
 
 
+CONNECTION_FAILURE = "08006"
+"""The SQLSTATE of a lost connection for which the driver gave none (the server vanished)."""
+CANNOT_CONNECT = "08001"
+"""The SQLSTATE of a connection that could not be opened, when the driver gave none."""
+
+
 def as_store_error(exc: psycopg.Error, conn: Connection | None = None) -> StoreError:
-    """``exc`` as the StoreError that callers see: one line, SQLSTATE kept, DSN redacted."""
+    """``exc`` as the StoreError that callers see: one line, SQLSTATE kept, DSN redacted.
+
+    A lost connection always has a SQLSTATE of class 08 or 57P (``lost`` is true of it),
+    even when the driver gave none; an error the driver raised before sending anything
+    (a NUL in a text value) has none.
+    """
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    if isinstance(exc, psycopg.OperationalError) and lost(exc.sqlstate):
+    if isinstance(exc, psycopg.OperationalError) and (exc.sqlstate is None or lost(exc.sqlstate)):
         where = f" {redact(_dsn_of(conn))}" if conn is not None else ""
-        error = StoreError(f"lost the database{where}: {first}", sqlstate=None)
+        error = StoreError(f"lost the database{where}: {first}",
+                           sqlstate=exc.sqlstate or CONNECTION_FAILURE)
     else:
         code = f" [{exc.sqlstate}]" if exc.sqlstate else ""
         error = StoreError(f"the database refused{code}: {first}", sqlstate=exc.sqlstate)
@@ -85,8 +97,15 @@ def _dsn_of(conn: Connection) -> str:
 
 
 def lost(sqlstate: str | None) -> bool:
-    """The server went away: no answer at all, connection failures (08), shutdowns (57P)."""
-    return sqlstate is None or sqlstate.startswith(("08", "57P"))
+    """The server went away or cannot be reached: connection failures (08), shutdowns and
+    a server starting up or recovering (57P). Not ``None``: nothing was sent."""
+    return sqlstate is not None and sqlstate.startswith(("08", "57P"))
+
+
+def storable(text: str) -> str:
+    """``text`` as PostgreSQL can store it: a text value cannot hold a NUL character,
+    which is written ``\\x00`` instead (an exception's message may carry one)."""
+    return text.replace("\x00", "\\x00")
 
 
 @contextmanager

@@ -369,7 +369,8 @@ SET status = 'running', worker = %(worker)s, attempts = s.attempts + 1, started_
     lease_until = now() + make_interval(secs => %(lease)s)
 FROM ready
 WHERE s.run_id = ready.run_id AND s.generation = ready.generation AND s.name = ready.name
-RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry, s.timeout_s
+RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry, s.timeout_s,
+          s.code_fp, s.args_fp
 
 -- name: claim_run_children
 -- A body that runs its children on an executor takes the named ones as their worker
@@ -406,9 +407,9 @@ WITH mine AS (
     FROM mine
     WHERE s.run_id = mine.run_id AND s.generation = mine.generation AND s.name = mine.name
     RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry,
-              s.timeout_s, s.status
+              s.timeout_s, s.code_fp, s.args_fp, s.status
 )
-SELECT run_id, generation, name, task, attempts, max_attempts, retry, timeout_s
+SELECT run_id, generation, name, task, attempts, max_attempts, retry, timeout_s, code_fp, args_fp
 FROM taken WHERE status = 'running'
 
 -- name: renew_child_leases
@@ -417,12 +418,16 @@ UPDATE steps SET lease_until = now() + make_interval(secs => %(lease)s)
 WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
 
 -- name: complete_children
--- Commit a batch of children's results at once (large ones into payloads); a child is
--- written only by the worker that still holds it, so a committed result is written once.
+-- Commit a batch of children's results at once (large ones into payloads). A result is
+-- written only for the version of the child that produced it, and only while nobody
+-- else runs it: by the worker that still holds the attempt, or, when its lease ran out
+-- meanwhile (a worker frozen), while the child waits in the queue unclaimed. A committed
+-- result is written once, and never over another worker's attempt.
 WITH done AS (
     SELECT * FROM unnest(%(run_ids)s::text[], %(generations)s::integer[], %(names)s::text[],
+                         %(attempts)s::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[],
                          %(results)s::bytea[], %(hashes)s::bytea[], %(sizes)s::bigint[])
-        AS d(run_id, generation, name, result, result_hash, size)
+        AS d(run_id, generation, name, attempt, code_fp, args_fp, result, result_hash, size)
 ), payload AS (
     INSERT INTO payloads (hash, data, size)
     SELECT p.hash, p.data, length(p.data)
@@ -431,14 +436,18 @@ WITH done AS (
 )
 UPDATE steps s
 SET status = 'completed', result = done.result, result_hash = done.result_hash,
-    result_size = done.size, finished_at = now(), lease_until = NULL
+    result_size = done.size, finished_at = now(), lease_until = NULL, worker = %(worker)s
 FROM done
 WHERE s.run_id = done.run_id AND s.generation = done.generation AND s.name = done.name
-  AND s.worker = %(worker)s AND s.status = 'running'
+  AND s.code_fp IS NOT DISTINCT FROM done.code_fp AND s.args_fp IS NOT DISTINCT FROM done.args_fp
+  AND (s.status = 'running' AND s.worker = %(worker)s AND s.attempts = done.attempt
+       OR s.status = 'scheduled' AND s.worker IS NULL AND s.kind = 'child')
 RETURNING s.name
 
 -- name: fail_child
 -- A child raised: back in the queue after `retry_at`, or failed for good when it is NULL.
+-- Written only by the worker that still holds the attempt that raised (a failure that
+-- comes too late is not written over a child queued again: it will run again).
 WITH attempt AS (
     INSERT INTO step_attempts (run_id, generation, name, attempt, status, error, worker, started_at)
     SELECT %(run_id)s, %(generation)s, %(name)s, %(attempt)s, 'failed', %(error)s, %(worker)s,
@@ -454,7 +463,37 @@ SET status = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN 'failed' ELSE 'sch
     lease_until = NULL,
     finished_at = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN now() END
 WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
-  AND worker = %(worker)s AND status = 'running'
+  AND attempts = %(attempt)s AND code_fp IS NOT DISTINCT FROM %(code_fp)s
+  AND args_fp IS NOT DISTINCT FROM %(args_fp)s
+  AND status = 'running' AND worker = %(worker)s
+
+-- name: retake_children
+-- A worker whose connection was lost takes again the children it still holds: renewed
+-- when it still has them; taken back when the server lost its claim (a crash: claims
+-- do not wait for the WAL flush) or requeued them after their lease ran out, if nobody
+-- claimed them since. The children returned are the ones it holds now, with their
+-- attempt numbers; the others were claimed by other workers (or cancelled, changed).
+WITH held AS (
+    SELECT * FROM unnest(%(run_ids)s::text[], %(generations)s::integer[], %(names)s::text[],
+                         %(attempts)s::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[])
+        AS h(run_id, generation, name, attempt, code_fp, args_fp)
+)
+UPDATE steps s
+SET status = 'running', worker = %(worker)s, attempts = greatest(s.attempts, held.attempt),
+    lease_until = now() + make_interval(secs => %(lease)s)
+FROM held
+WHERE s.run_id = held.run_id AND s.generation = held.generation AND s.name = held.name
+  AND s.kind = 'child' AND s.code_fp IS NOT DISTINCT FROM held.code_fp
+  AND s.args_fp IS NOT DISTINCT FROM held.args_fp
+  AND (s.status = 'running' AND s.worker = %(worker)s
+       OR s.status = 'scheduled' AND s.worker IS NULL
+          AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = s.run_id
+                          AND r.status = 'cancelled'))
+RETURNING s.run_id, s.generation, s.name, s.attempts
+
+-- name: durable_transaction
+-- This transaction's commit waits for the WAL flush, whatever the session's setting.
+SELECT set_config('synchronous_commit', 'on', true)
 
 -- name: release_children
 -- A worker that stops gives back children it claimed but did not start (attempt undone).
@@ -467,9 +506,12 @@ WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
 -- name: requeue_expired_children
 -- Children whose worker stopped renewing its lease go back to the queue, their attempt
 -- counted; after two losses beyond their attempts they fail: the worker keeps dying.
+-- Not in the first `lease` seconds after the server started: a lease that ran out
+-- while the server was down is left for its worker to renew when it reconnects.
 WITH expired AS (
     SELECT run_id, generation, name FROM steps
     WHERE kind = 'child' AND status = 'running' AND lease_until < now()
+      AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease)s)
     FOR UPDATE SKIP LOCKED
 )
 UPDATE steps s
