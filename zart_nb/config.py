@@ -8,6 +8,7 @@
 ``ZART_LEASE_SECONDS``     run and child leases (default 30); heartbeats every third
 ``ZART_WORKERS``           size of the local worker pool a waiting body starts (default 2)
 ``ZART_NAMESPACE``         the worker namespace children are queued under (default ``default``)
+``ZART_MAX_RESULT_BYTES``  refuse results that pickle to more bytes than this (default: none)
 =========================  ==========================================================
 """
 
@@ -29,6 +30,7 @@ class Settings:
     lease_seconds: float = 30.0
     workers: int = 2
     namespace: str = "default"
+    max_result_bytes: int | None = None
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Settings:
@@ -43,6 +45,7 @@ class Settings:
             lease_seconds=_number(env, "ZART_LEASE_SECONDS", 30.0, float),
             workers=_number(env, "ZART_WORKERS", 2, int),
             namespace=env.get("ZART_NAMESPACE") or "default",
+            max_result_bytes=_number(env, "ZART_MAX_RESULT_BYTES", None, int) or None,
         )
 
     def evolve(self, **changes) -> Settings:

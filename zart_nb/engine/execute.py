@@ -23,7 +23,7 @@ import psutil
 
 from .. import codec
 from ..errors import PayloadError, RunBusy, RunFailed, RunNotFound, StoreError, Suspend, UsageError
-from ..store import queries
+from ..store import payloads, queries
 from ..store.connection import Store, get_store
 from ..store.notify import listener
 from .journal import Execution, _current, check_name, encode_error, one_line, split_payload
@@ -234,11 +234,11 @@ def _input_of(args: tuple, kwargs: dict) -> Any:
 def _finish(ex: Execution, status: str, *, value: Any = None, error: BaseException | None = None) -> None:
     result = digest = data = None
     if status == "completed":
-        data = codec.encode(value, what="result", owner=f"run {ex.run_id!r}")
-        result, digest = split_payload(data)
+        stored = payloads.encode(ex.store, value, what="result", owner=f"run {ex.run_id!r}")
+        result, digest, data = split_payload(stored)
     with ex.lock:
         row = queries.one(ex.conn, "finish_run", run_id=ex.run_id, owner=ex.owner, status=status,
-                          result=result, hash=digest, data=None if digest is None else data,
+                          result=result, hash=digest, data=data,
                           error=None if error is None else one_line(error),
                           error_payload=None if error is None else encode_error(error))
     if row is None:
@@ -266,11 +266,11 @@ def _was_cancelled(ex: Execution) -> bool:
 def stored_outcome(store: Store, row: dict) -> Any:
     """The value of an ended run, or its error raised."""
     if row["status"] == "completed":
-        data = row["result"]
-        if row["result_hash"] is not None:
-            with store.connection() as conn:
-                data = queries.payload(conn, row["result_hash"])
-        return codec.decode(data, what=f"result of run {row['run_id']!r}")
+        what = f"result of run {row['run_id']!r}"
+        if row["result_hash"] is None:
+            return codec.decode(row["result"], what=what)
+        with store.connection() as conn:
+            return payloads.value(conn, None, row["result_hash"], what=what)
     error: BaseException | None = None
     if row.get("error_payload") is not None:
         try:

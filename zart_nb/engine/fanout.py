@@ -208,8 +208,8 @@ def _collect(ex: Execution, items: list[StepHandle], return_exceptions: bool) ->
 def _outcome_of(ex: Execution, row: dict) -> tuple[str, Any]:
     name = row["name"]
     if row["status"] == "completed":
-        return ("ok", codec.decode(ex.result_bytes(row["result"], row["result_hash"]),
-                                   what=f"result of child {name!r}"))
+        return ("ok", ex.stored_value(row["result"], row["result_hash"],
+                                      what=f"result of child {name!r}"))
     if row["error_payload"] is not None:
         try:
             return ("error", codec.decode(row["error_payload"], what=f"error of child {name!r}"))

@@ -24,7 +24,7 @@ import psycopg
 
 from .. import codec
 from ..errors import DuplicateStepName, PayloadError, StoreError, Suspend, UsageError, ZartError
-from ..store import queries
+from ..store import payloads, queries
 from ..store.connection import Store, redact
 from .model import Entry, Report
 
@@ -118,18 +118,18 @@ class Execution:
     # -- reading the journal -------------------------------------------------
     def value(self, entry: Entry) -> Any:
         try:
-            return codec.decode(self.result_bytes(entry.result, entry.result_hash))
+            return self.stored_value(entry.result, entry.result_hash)
         except PayloadError as exc:  # named here: the replay path builds no message
             raise PayloadError(f"result of step {entry.name!r}: {exc}") from None
 
-    def result_bytes(self, inline: bytes | None, digest: bytes | None) -> bytes:
+    def stored_value(self, inline: bytes | None, digest: bytes | None, *,
+                     what: str = "payload") -> Any:
+        """A stored result: inline (the replay path: no query), or read from the payloads,
+        whole or chunk after chunk."""
         if digest is None:
-            return inline
+            return codec.decode(inline, what=what)
         with self.lock:
-            data = queries.payload(self.conn, digest)
-        if data is None:
-            raise PayloadError(f"payload {digest.hex()} of run {self.run_id!r} is missing")
-        return data
+            return payloads.value(self.conn, None, digest, what=what)
 
     def stored_error(self, entry: Entry) -> BaseException:
         if entry.error_payload is not None:
@@ -154,12 +154,12 @@ class Execution:
                  args_fp: bytes | None, attempt: int, max_attempts: int,
                  started_at: datetime | None) -> None:
         """Commit ``value`` as the step's result (raises PayloadError when it won't pickle)."""
-        data = codec.encode(value, what="result", owner=f"step {name!r}")
-        inline, digest = split_payload(data)
+        stored = payloads.encode(self.store, value, what="result", owner=f"step {name!r}")
+        inline, digest, data = split_payload(stored)
         written = self._write("complete_step", run_id=self.run_id, generation=self.generation,
                               name=name, kind=kind, seq=seq, code_fp=code_fp, args_fp=args_fp,
-                              result=inline, hash=digest, data=None if digest is None else data,
-                              size=len(data), attempt=attempt, max_attempts=max_attempts,
+                              result=inline, hash=digest, data=data,
+                              size=stored.size, attempt=attempt, max_attempts=max_attempts,
                               started_at=started_at, owner=self.owner)
         if written == 0:
             raise Suspend(f"run {self.run_id!r} is no longer owned by this process")
@@ -184,6 +184,11 @@ class Execution:
         try:
             with self.lock:
                 return queries.rowcount(self.conn, query, **params)
+        except psycopg.errors.DiskFull as exc:
+            raise StoreError(f"run {self.run_id!r}: the database's disk is full: cannot store "
+                             f"step {params.get('name')!r} ({params.get('size')} bytes); free "
+                             f"space on the server {redact(self.store.dsn)}, then execute it "
+                             "again") from exc
         except psycopg.OperationalError as exc:
             raise StoreError(f"run {self.run_id!r}: lost the database {redact(self.store.dsn)} "
                              f"while writing step {params.get('name')!r}: "
@@ -240,11 +245,15 @@ def check_name(what: str, name: str) -> None:
                          f"{MAX_NAME_BYTES} (it is a key of the journal's indexes)")
 
 
-def split_payload(data: bytes) -> tuple[bytes | None, bytes | None]:
-    """(inline bytes, None) for a small payload, (None, content hash) for a large one."""
-    if len(data) <= INLINE_LIMIT:
-        return data, None
-    return None, codec.digest(data)
+def split_payload(stored: payloads.Encoded) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """(inline bytes, payload hash, bytes for the payloads table): a small result inline;
+    a larger one whole in payloads (stored once per content) by the step's commit; a large
+    one in chunks, its manifest already stored."""
+    if stored.address is not None:
+        return None, stored.address, None
+    if len(stored.data) <= INLINE_LIMIT:
+        return stored.data, None, None
+    return None, codec.digest(stored.data), stored.data
 
 
 def one_line(error: BaseException) -> str:

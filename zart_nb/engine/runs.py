@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from .. import codec
 from ..errors import EventAlreadySent, RunBusy, RunNotFound, StoreError, UsageError
-from ..store import queries
+from ..store import payloads, queries
 from ..store.connection import Store, get_store
 from ..store.notify import listener
 from . import hooks
@@ -148,10 +148,8 @@ class Run:
         with self.store.connection() as conn:
             row = self._step_row(conn, name)
             if row["status"] == "completed":
-                data = row["result"]
-                if row["result_hash"] is not None:
-                    data = queries.payload(conn, row["result_hash"])
-                return codec.decode(data, what=f"result of step {name!r}")
+                return payloads.value(conn, row["result"], row["result_hash"],
+                                      what=f"result of step {name!r}")
         if row["status"] == "failed" and row["error_payload"] is not None:
             raise codec.decode(row["error_payload"], what=f"error of step {name!r}")
         raise UsageError(f"step {name!r} of run {self.run_id!r} is {row['status']}, not completed")

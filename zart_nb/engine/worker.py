@@ -34,8 +34,8 @@ import psycopg
 
 from .. import codec
 from ..config import configure, settings
-from ..errors import PayloadError, StepFailed, StepTimedOut, ZartError
-from ..store import queries
+from ..errors import PayloadError, StepFailed, StepTimedOut, StoreError, ZartError
+from ..store import payloads, queries
 from ..store.connection import Store, get_store
 from ..store.notify import WORK_CHANNEL, listener
 from .execute import HOST, execute_claimed, new_owner
@@ -52,7 +52,7 @@ BATCH_PER_SLOT = 64
 @dataclass
 class _Done:
     row: dict
-    data: bytes | None = None  # the encoded result when the child succeeded
+    stored: payloads.Encoded | None = None  # the pickled result when the child succeeded
     error: BaseException | None = None
     error_kind: str = "business"
     cause: BaseException | None = None
@@ -229,11 +229,14 @@ class Worker:
         seconds = time.monotonic() - started
         self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * seconds
         try:
-            data = codec.encode(value, what="result", owner=f"child {name!r}")
+            stored = payloads.encode(self.store, value, what="result", owner=f"child {name!r}")
         except PayloadError as exc:
             return _Done(row, error=StepFailed(str(exc), step=name, reason="not_picklable"),
                          error_kind="framework")
-        return _Done(row, data=data, seconds=seconds)
+        except StoreError as exc:  # the database did not take it (a full disk): not committed
+            return _Done(row, error=StepFailed(str(exc), step=name, reason="not_stored"),
+                         error_kind="framework")
+        return _Done(row, stored=stored, seconds=seconds)
 
     def _next_retry_in(self, conn: psycopg.Connection) -> float:
         seconds = queries.one(conn, "next_retry_in", namespace=self.namespace)["seconds"]
@@ -267,17 +270,17 @@ class Worker:
     def _commit(self, conn: psycopg.Connection, finished: list[_Done]) -> None:
         ok = [d for d in finished if d.error is None]
         if ok:
-            split = [split_payload(d.data) for d in ok]
+            split = [split_payload(d.stored) for d in ok]
             queries.execute(
                 conn, "complete_children", worker=self.name,
                 run_ids=[d.row["run_id"] for d in ok],
                 generations=[d.row["generation"] for d in ok],
                 names=[d.row["name"] for d in ok],
-                results=[inline for inline, _ in split],
-                hashes=[digest for _, digest in split],
-                sizes=[len(d.data) for d in ok],
-                payload_hashes=[digest for _, digest in split if digest is not None],
-                payload_data=[d.data for d, (_, digest) in zip(ok, split) if digest is not None])
+                results=[inline for inline, _, _ in split],
+                hashes=[digest for _, digest, _ in split],
+                sizes=[d.stored.size for d in ok],
+                payload_hashes=[digest for _, digest, data in split if data is not None],
+                payload_data=[data for _, _, data in split if data is not None])
         for d in finished:
             if d.error is not None:
                 queries.execute(

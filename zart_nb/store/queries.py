@@ -47,9 +47,3 @@ def all_rows(conn: psycopg.Connection, query: str, /, *, binary: bool = False,
 
 def rowcount(conn: psycopg.Connection, query: str, /, **params: Any) -> int:
     return execute(conn, query, **params).rowcount
-
-
-def payload(conn: psycopg.Connection, digest: bytes) -> bytes | None:
-    """A large result by its content hash, read in binary (no hex text to decode)."""
-    row = execute(conn, "get_payload", binary=True, hash=digest).fetchone()
-    return None if row is None else row["data"]

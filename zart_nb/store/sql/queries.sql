@@ -65,7 +65,7 @@ WHERE run_id = %(run_id)s AND owner = %(owner)s AND status IN ('running', 'waiti
 -- The body ended: store its result or error and give up ownership.
 WITH payload AS (
     INSERT INTO payloads (hash, data, size)
-    SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(hash)s::bytea IS NOT NULL
+    SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(data)s::bytea IS NOT NULL
     ON CONFLICT (hash) DO NOTHING
 )
 UPDATE runs
@@ -108,7 +108,7 @@ FROM cfg WHERE run_id = %(run_id)s AND owner = %(owner)s
 -- round trip; only while this process still owns the run and it is not cancelled.
 WITH payload AS (
     INSERT INTO payloads (hash, data, size)
-    SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(hash)s::bytea IS NOT NULL
+    SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(data)s::bytea IS NOT NULL
     ON CONFLICT (hash) DO NOTHING
 )
 INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, code_fp, args_fp, result,
@@ -174,8 +174,44 @@ SELECT name, kind, status, result, result_hash, error, error_kind, error_payload
 FROM steps WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
 
 -- name: get_payload
--- A large result, by its content hash.
+-- A large result, by its content hash: the whole envelope, or the manifest of its chunks.
 SELECT data FROM payloads WHERE hash = %(hash)s
+
+-- name: commit_without_flush
+-- The transaction writing a large payload's chunks commits without waiting for the WAL
+-- flush: the step commit naming its manifest comes later and waits for it, and the WAL
+-- is flushed in order.
+SELECT set_config('synchronous_commit', 'off', true)
+
+-- name: touch_chunks
+-- The ones of these chunks the database has, marked as used now and locked until the
+-- payload naming them commits: gc skips locked chunks and keeps recently used ones.
+UPDATE chunks SET used_at = now() WHERE hash = ANY(%(hashes)s::bytea[]) RETURNING hash
+
+-- name: insert_chunk
+-- One chunk of a large payload (written by another payload at the same moment: kept).
+INSERT INTO chunks (hash, data) VALUES (%(hash)s, %(data)s)
+ON CONFLICT (hash) DO UPDATE SET used_at = now()
+
+-- name: insert_manifest
+-- The manifest of a large payload and the chunks it names. A manifest stored before is
+-- marked as written now, so that gc keeps it until the step naming it has committed.
+WITH manifest AS (
+    INSERT INTO payloads (hash, data, size) VALUES (%(hash)s, %(data)s, %(size)s)
+    ON CONFLICT (hash) DO UPDATE SET created_at = now()
+)
+INSERT INTO payload_chunks (payload, chunk)
+SELECT %(hash)s, c FROM unnest(%(chunks)s::bytea[]) AS c
+ON CONFLICT DO NOTHING
+
+-- name: missing_chunks
+-- The ones of these chunks the database does not have (checked before a manifest is read).
+SELECT h AS hash FROM unnest(%(hashes)s::bytea[]) AS h
+WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = h)
+
+-- name: get_chunk
+-- One chunk's stored bytes.
+SELECT data FROM chunks WHERE hash = %(hash)s
 
 -- name: cancel_run
 -- Cancel a run that has not ended; its owner notices at its next heartbeat or step.

@@ -1,0 +1,432 @@
+"""Results of any size: pickled as a stream into chunks, read back as a stream.
+
+``dump(value, sink)`` pickles with protocol 5 into a file that keeps the pickle in memory
+while it is small: a value that pickles to at most ``SPILL`` bytes becomes a format-1
+envelope, byte for byte what ``codec.encode`` makes (stored inline or whole, the fast path
+of replay). Past ``SPILL`` the pickle spills into chunks of ``CHUNK`` bytes: the main stream
+as it is written, and each out-of-band buffer (numpy, pandas and pyarrow hand theirs to
+pickle as ``PickleBuffer``) straight from its memory, sliced, never copied. Each chunk is
+compressed with zstd when that saves at least an eighth of it, addressed by the SHA-256
+of what is stored, and sent to the sink only when the store does not have it yet (one
+look-up per batch). The result is a signed manifest (``zart_nb.manifest``) naming the
+chunks in order.
+
+``load(data, source)`` checks the manifest's signature, that every chunk exists, then
+unpickles from a file that fetches the main stream chunk after chunk; each out-of-band
+buffer is read into its final memory (a bytearray of its size, filled chunk by chunk)
+when the unpickler asks for it. Every chunk's hash is checked against the manifest
+before it is decompressed or handed to the unpickler.
+
+Neither side holds the whole pickle plus a copy of it: memory beyond the value itself
+is a few chunks.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from typing import Any, Iterator, Protocol, Sequence
+
+import cloudpickle
+import zstandard
+
+from . import codec, manifest
+from .errors import PayloadError
+from .manifest import RAW, ZSTD, Chunk, Stream
+
+CHUNK = 4 << 20  # bytes of pickle per chunk (docs/performance.md: why 4 MiB)
+SPILL = CHUNK  # a pickle up to this size is stored whole, as a format-1 envelope
+LEVEL = 1  # zstd level (docs/performance.md: why 1)
+MIN_SAVING = 8  # keep a compressed chunk when it saves at least 1/8 of its size
+PROBE = 64 << 10  # a chunk whose first PROBE bytes do not compress is stored raw untried
+MIN_OUT_OF_BAND = 64 << 10  # smaller buffers stay in the main stream
+BATCH = 8  # chunks per look-up of what the store already has
+_PROTOCOL = 5
+
+
+class ChunkSink(Protocol):
+    """Where ``dump`` sends the chunks of a large payload (a transaction of the store)."""
+
+    def known(self, hashes: Sequence[bytes]) -> set[bytes]:
+        """Which of ``hashes`` the store has already, kept for this payload."""
+
+    def put(self, digest: bytes, data: bytes | memoryview) -> None:
+        """Store one chunk under its hash."""
+
+
+class ChunkSource(Protocol):
+    """Where ``load`` reads chunks from."""
+
+    def missing(self, hashes: Sequence[bytes]) -> list[bytes]:
+        """The ones of ``hashes`` the store does not have."""
+
+    def fetch(self, digest: bytes) -> bytes | None:
+        """The stored bytes of one chunk, None when it is gone."""
+
+
+class SinkFailed(Exception):
+    """The sink raised while a large payload was written (``__cause__``); ``size`` is the
+    whole pickle's size, counted to the end. Only the store sees it: it turns it into an
+    error naming the owner and the size."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.size = size
+
+
+@dataclass(frozen=True)
+class Dumped:
+    data: bytes  # a format-1 envelope, or the signed manifest of the chunks sent
+    size: int  # bytes of the pickle (main stream and out-of-band buffers)
+    chunks: tuple[bytes, ...] = ()  # the chunks the manifest names; empty for an envelope
+
+    @property
+    def is_manifest(self) -> bool:
+        return bool(self.chunks)
+
+
+def dump(value: Any, sink: ChunkSink, *, what: str = "value", owner: str = "",
+         limit: int | None = None) -> Dumped:
+    """Pickle ``value``: whole when small, else in chunks sent to ``sink``.
+
+    Raises PayloadError naming ``owner`` when the value does not pickle (the part at fault
+    named as by ``codec.encode``) or pickles to more than ``limit`` bytes (its size counted
+    to the end, nothing more sent); SinkFailed when the sink failed.
+    """
+    out = _SpillingFile(sink, limit)
+    pickler = cloudpickle.Pickler(out, protocol=_PROTOCOL, buffer_callback=out.buffer)
+    try:
+        pickler.dump(value)
+    except Exception as exc:  # pickling raises many kinds of errors
+        reason = codec.unpicklable_reason(value, what, exc)
+        raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
+    return out.finish(what, owner)
+
+
+def load(data: bytes | memoryview, source: ChunkSource, *, what: str = "payload") -> Any:
+    """The value in ``data`` (an envelope, or a manifest whose chunks come from ``source``);
+    nothing is unpickled that was not verified."""
+    if codec.envelope_format(data) != codec.MANIFEST_FORMAT:
+        return codec.decode(data, what=what)
+    found = manifest.open_manifest(data, what=what)
+    hashes = found.hashes()
+    absent = source.missing(hashes)
+    if absent:
+        raise PayloadError(f"{what}: {len(absent)} of its {len(hashes)} chunks are missing "
+                           f"(first: {absent[0].hex()}); refused, not unpickled")
+    chunks = _Chunks(source, what)
+    main = _StreamReader(found.streams[0], chunks)
+    buffers = _buffers(found.streams[1:], chunks)
+    return pickle.Unpickler(main, buffers=buffers).load()
+
+
+# -- writing -----------------------------------------------------------------------------
+class _Packer:
+    """The stored form of a chunk: zstd when it pays, else the raw bytes (not copied)."""
+
+    def __init__(self) -> None:
+        self._zstd = zstandard.ZstdCompressor(level=LEVEL)
+
+    def pack(self, raw: memoryview) -> tuple[Chunk, bytes | memoryview]:
+        size = raw.nbytes
+        stored: bytes | memoryview = raw
+        compression = RAW
+        probe_pays = size < 2 * PROBE or _pays(len(self._zstd.compress(raw[:PROBE])), PROBE)
+        if probe_pays:
+            packed = self._zstd.compress(raw)
+            if _pays(len(packed), size):
+                stored, compression = packed, ZSTD
+        return Chunk(manifest.chunk_hash(stored), size, len(stored), compression), stored
+
+
+def _pays(packed: int, size: int) -> bool:
+    return packed <= size - size // MIN_SAVING
+
+
+class _Uploader:
+    """Sends chunks to the sink in batches: one look-up per batch, new chunks only, each
+    chunk of the payload once."""
+
+    def __init__(self, sink: ChunkSink) -> None:
+        self.sink = sink
+        self.packer = _Packer()
+        self.pending: dict[bytes, bytes | memoryview] = {}
+        self.sent: set[bytes] = set()
+        self.named: dict[bytes, None] = {}  # every chunk of the manifest, in order
+
+    def add(self, raw: memoryview) -> Chunk:
+        chunk, stored = self.packer.pack(raw)
+        self.named[chunk.hash] = None
+        if chunk.hash not in self.sent and chunk.hash not in self.pending:
+            self.pending[chunk.hash] = stored
+            if len(self.pending) >= BATCH:
+                self.flush()
+        return chunk
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        known = self.sink.known(list(self.pending))
+        for digest, stored in self.pending.items():
+            if digest not in known:
+                self.sink.put(digest, stored)
+            self.sent.add(digest)
+        self.pending = {}
+
+
+class _StreamCutter:
+    """The main stream cut into chunks as the pickler writes it."""
+
+    def __init__(self, uploader: _Uploader) -> None:
+        self.uploader = uploader
+        self.buf = bytearray()
+        self.chunks: list[Chunk] = []
+        self.size = 0
+
+    def write(self, view: memoryview) -> None:
+        self.size += view.nbytes
+        if self.buf:
+            room = CHUNK - len(self.buf)
+            self.buf += view[:room]
+            view = view[room:]
+            if len(self.buf) < CHUNK:
+                return
+            self._emit(memoryview(self.buf))
+            self.buf = bytearray()  # the full one is now the chunk's: not reused
+        while view.nbytes >= CHUNK:
+            self._emit(view[:CHUNK])  # straight from the pickler's own bytes object
+            view = view[CHUNK:]
+        if view.nbytes:
+            self.buf += view
+
+    def close(self) -> Stream:
+        if self.buf:
+            self._emit(memoryview(self.buf))
+            self.buf = bytearray()
+        return Stream(self.size, tuple(self.chunks))
+
+    def _emit(self, view: memoryview) -> None:
+        self.chunks.append(self.uploader.add(view))
+
+
+class _SpillingFile:
+    """The pickler's file: in memory while small, then chunks, then (over the limit or
+    once the sink failed) only counting, so that the error can say the whole size."""
+
+    SMALL, LARGE, COUNTING = range(3)
+
+    def __init__(self, sink: ChunkSink, limit: int | None) -> None:
+        self.mode = self.SMALL
+        self.limit = limit
+        self.size = 0
+        self.pieces: list[bytes | memoryview] = []
+        self.uploader = _Uploader(sink)
+        self.main = _StreamCutter(self.uploader)
+        self.buffers: list[Stream] = []
+        self.streams: list[Stream] = []  # main stream first, once closed
+        self.failure: BaseException | None = None
+
+    def write(self, data: Any) -> None:
+        view = _bytes_view(data)
+        self.size += view.nbytes
+        if self.mode == self.SMALL:
+            self.pieces.append(data if isinstance(data, bytes) else view)
+            if self._over_limit() or self.size <= SPILL:
+                return
+            self._spill()
+        elif self.mode == self.LARGE and not self._over_limit():
+            self._guard(self.main.write, view)
+
+    def buffer(self, buf: pickle.PickleBuffer) -> bool:
+        """buffer_callback: True keeps ``buf`` in the main stream (in-band), False sends
+        it out of band: to chunks straight from its memory, or only counted."""
+        raw = buf.raw()
+        if self.mode == self.SMALL and self.size + raw.nbytes <= SPILL:
+            return True
+        if self.mode == self.LARGE and raw.nbytes < MIN_OUT_OF_BAND:
+            return True
+        self.size += raw.nbytes
+        if self.mode == self.COUNTING or self._over_limit():
+            return False
+        if self.mode == self.SMALL:
+            self._spill()
+        if self.mode == self.LARGE:
+            self._guard(self._send_buffer, raw)
+        return False
+
+    def finish(self, what: str, owner: str) -> Dumped:
+        if self.limit is not None and self.size > self.limit:
+            reason = (f"{what} pickles to {human_size(self.size)}, more than "
+                      f"ZART_MAX_RESULT_BYTES ({human_size(self.limit)}); return a smaller "
+                      "value (or its path in a file or an object store), or raise the limit")
+            raise PayloadError(f"{owner}: {reason}" if owner else reason)
+        if self.mode == self.SMALL:
+            body = self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+            return Dumped(codec.seal(body), self.size)
+        if self.mode == self.LARGE:
+            self._guard(self._close)
+        if self.failure is not None:
+            raise SinkFailed(self.size) from self.failure
+        return Dumped(manifest.seal(self.streams), self.size, tuple(self.uploader.named))
+
+    def _close(self) -> None:
+        self.streams = [self.main.close(), *self.buffers]
+        self.uploader.flush()
+
+    def _spill(self) -> None:
+        self.mode = self.LARGE
+        pieces, self.pieces = self.pieces, []
+        for piece in pieces:
+            self._guard(self.main.write, _bytes_view(piece))
+            if self.mode != self.LARGE:
+                return
+
+    def _send_buffer(self, raw: memoryview) -> None:
+        chunks = [self.uploader.add(raw[at:at + CHUNK]) for at in range(0, raw.nbytes, CHUNK)]
+        self.buffers.append(Stream(raw.nbytes, tuple(chunks)))
+
+    def _over_limit(self) -> bool:
+        if self.limit is not None and self.size > self.limit:
+            self.mode = self.COUNTING
+            self.pieces = []
+            return True
+        return False
+
+    def _guard(self, send, *args) -> None:
+        """Run a step that reaches the sink; a failure switches to counting."""
+        try:
+            send(*args)
+        except Exception as exc:  # the database's errors, whatever they are
+            self.failure = exc
+            self.mode = self.COUNTING
+
+
+def _bytes_view(data: Any) -> memoryview:
+    if isinstance(data, pickle.PickleBuffer):
+        return data.raw()
+    view = memoryview(data)
+    return view if view.ndim == 1 and view.format == "B" else view.cast("B")
+
+
+def human_size(size: int) -> str:
+    """``1.6 GiB``, ``230.4 MiB``, ``512 bytes``."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift:
+            return f"{size / (1 << shift):,.1f} {unit}"
+    return f"{size} bytes"
+
+
+# -- reading -----------------------------------------------------------------------------
+class _Chunks:
+    """Verified chunks: fetched, checked against their manifest entry, decompressed."""
+
+    def __init__(self, source: ChunkSource, what: str) -> None:
+        self.source = source
+        self.what = what
+        self._zstd = zstandard.ZstdDecompressor()
+
+    def raw(self, chunk: Chunk) -> memoryview:
+        stored = self._fetch(chunk)
+        if chunk.compression == RAW:
+            return memoryview(stored)
+        target = bytearray(chunk.raw_size)
+        self._inflate(chunk, stored, memoryview(target))
+        return memoryview(target)
+
+    def fill(self, chunk: Chunk, target: memoryview) -> None:
+        stored = self._fetch(chunk)
+        if chunk.compression == RAW:
+            target[:] = stored
+        else:
+            self._inflate(chunk, stored, target)
+
+    def _fetch(self, chunk: Chunk) -> bytes:
+        stored = self.source.fetch(chunk.hash)
+        if stored is None:
+            raise PayloadError(f"{self.what}: chunk {chunk.hash.hex()} is missing; refused")
+        if len(stored) != chunk.stored_size or manifest.chunk_hash(stored) != chunk.hash:
+            raise PayloadError(f"{self.what}: chunk {chunk.hash.hex()} does not match its "
+                               "manifest (altered); refused, not unpickled")
+        return stored
+
+    def _inflate(self, chunk: Chunk, stored: bytes, target: memoryview) -> None:
+        """Decompress into ``target``, exactly its size: never allocates what the chunk
+        claims, and refuses one that would decompress to more."""
+        reader = self._zstd.stream_reader(stored)
+        filled = 0
+        while filled < chunk.raw_size:
+            n = reader.readinto(target[filled:])
+            if n == 0:
+                break
+            filled += n
+        if filled != chunk.raw_size or reader.read(1):
+            raise PayloadError(f"{self.what}: chunk {chunk.hash.hex()} does not decompress to "
+                               f"the {chunk.raw_size:,} bytes its manifest says; refused")
+
+
+class _StreamReader:
+    """The main stream as the file the unpickler reads, one chunk in memory at a time."""
+
+    def __init__(self, stream: Stream, chunks: _Chunks) -> None:
+        self._pending = iter(stream.chunks)
+        self._chunks = chunks
+        self._data = memoryview(b"")
+        self._at = 0
+
+    def _advance(self) -> bool:
+        chunk = next(self._pending, None)
+        if chunk is None:
+            return False
+        self._data, self._at = self._chunks.raw(chunk), 0
+        return True
+
+    def readinto(self, target: Any) -> int:
+        view = memoryview(target).cast("B")
+        filled = 0
+        while filled < view.nbytes:
+            if self._at == self._data.nbytes and not self._advance():
+                break
+            n = min(view.nbytes - filled, self._data.nbytes - self._at)
+            view[filled:filled + n] = self._data[self._at:self._at + n]
+            self._at += n
+            filled += n
+        return filled
+
+    def read(self, size: int = -1) -> bytes:
+        if size is None or size < 0:
+            parts = [bytes(self._data[self._at:])]
+            while self._advance():
+                parts.append(bytes(self._data))
+            self._at = self._data.nbytes
+            return b"".join(parts)
+        if self._data.nbytes - self._at >= size:
+            start, self._at = self._at, self._at + size
+            return bytes(self._data[start:self._at])
+        out = bytearray(size)
+        return bytes(out[:self.readinto(out)])
+
+    def readline(self) -> bytes:
+        """A line (protocol 0's text opcodes; never met in what dump writes)."""
+        parts = []
+        while self._at < self._data.nbytes or self._advance():
+            rest = bytes(self._data[self._at:])
+            end = rest.find(b"\n")
+            if end >= 0:
+                self._at += end + 1
+                parts.append(rest[:end + 1])
+                break
+            parts.append(rest)
+            self._at = self._data.nbytes
+        return b"".join(parts)
+
+
+def _buffers(streams: Sequence[Stream], chunks: _Chunks) -> Iterator[bytearray]:
+    """Each out-of-band buffer in its final memory, read when the unpickler asks for it."""
+    for stream in streams:
+        target = bytearray(stream.raw_size)
+        with memoryview(target) as view:
+            at = 0
+            for chunk in stream.chunks:
+                chunks.fill(chunk, view[at:at + chunk.raw_size])
+                at += chunk.raw_size
+        yield target
