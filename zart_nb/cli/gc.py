@@ -5,7 +5,10 @@ runs it removes (``FOR UPDATE SKIP LOCKED``: a run someone is restarting right n
 skipped); pending, running and waiting runs are never selected. Each transaction also
 holds a lock on the payloads table that makes concurrent step commits with large
 results wait for the few milliseconds of the batch, so that a payload gc removes can
-never be the one a commit is reusing at that moment.
+never be the one a commit is reusing at that moment. Then the chunks of large payloads
+that no manifest names any more go, in batches too (store/payloads.py says how a
+payload being written keeps its chunks). Payloads and chunks written within the last
+hour are kept whatever the cutoff.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ from __future__ import annotations
 import click
 
 from ..store import queries
+from ..store.payloads import UNREFERENCED_GRACE_S
 from ..store.connection import get_store
 from .app import ENDED, Duration, console, format_duration, json_option, print_json
 
 
-@click.command("gc", short_help="Remove old ended runs and unreferenced payloads.")
+@click.command("gc", short_help="Remove old ended runs and unreferenced payloads and chunks.")
 @click.option("--older-than", "older_than", type=Duration(), required=True, metavar="DURATION",
               help="Remove runs that ended longer ago than this: 30d, 12h, 45m, 90s, 1d12h.")
 @click.option("--status", "statuses", type=click.Choice(ENDED), multiple=True,
@@ -31,17 +35,18 @@ def gc_cmd(older_than: int, statuses: tuple[str, ...], batch_size: int, dry_run:
     """Remove runs that ended long ago, with their steps, attempts, events and payloads."""
     chosen = sorted(set(statuses or ENDED))
     store = get_store()
-    totals = {"runs": 0, "steps": 0, "payloads": 0}
+    totals = {"runs": 0, "steps": 0, "payloads": 0, "chunks": 0}
+    ages = {"seconds": older_than, "grace": UNREFERENCED_GRACE_S}
     with store.connection() as conn:
         if dry_run:
-            totals = dict(queries.one(conn, "gc_preview", statuses=chosen, seconds=older_than))
+            totals = dict(queries.one(conn, "gc_preview", statuses=chosen, **ages))
         else:
             while True:
                 with conn.transaction():
                     queries.execute(conn, "gc_lock_payloads")
                     batch = queries.one(conn, "gc_runs_batch", statuses=chosen,
-                                        seconds=older_than, batch=batch_size)
-                for key in totals:
+                                        batch=batch_size, **ages)
+                for key in batch:
                     totals[key] += batch[key]
                 if batch["runs"] < batch_size:
                     break
@@ -49,8 +54,13 @@ def gc_cmd(older_than: int, statuses: tuple[str, ...], batch_size: int, dry_run:
                 with conn.transaction():
                     queries.execute(conn, "gc_lock_payloads")
                     swept = queries.rowcount(conn, "gc_orphan_payloads_batch",
-                                             seconds=older_than, batch=batch_size)
+                                             batch=batch_size, **ages)
                 totals["payloads"] += swept
+                if swept < batch_size:
+                    break
+            while True:
+                swept = queries.rowcount(conn, "gc_orphan_chunks_batch", batch=batch_size, **ages)
+                totals["chunks"] += swept
                 if swept < batch_size:
                     break
     report = {"dry_run": dry_run, "older_than_s": older_than, "statuses": chosen, **totals}
@@ -58,6 +68,7 @@ def gc_cmd(older_than: int, statuses: tuple[str, ...], batch_size: int, dry_run:
         print_json(report)
         return
     verb = "would remove" if dry_run else "removed"
-    console().print(f"{verb} {totals['runs']} runs, {totals['steps']} steps and "
-                    f"{totals['payloads']} payloads ({', '.join(chosen)}; ended more than "
+    console().print(f"{verb} {totals['runs']} runs, {totals['steps']} steps, "
+                    f"{totals['payloads']} payloads and {totals['chunks']} chunks "
+                    f"({', '.join(chosen)}; ended more than "
                     f"{format_duration(older_than)} ago)", markup=False)

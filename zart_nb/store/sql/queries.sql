@@ -409,8 +409,10 @@ WHERE run_id = %(run_id)s AND generation = %(generation)s
 ORDER BY name, attempt
 
 -- name: gc_preview
--- What gc would remove: ended runs older than the cutoff, their steps, and the payloads
--- that nothing else references (those of the doomed runs, and old orphans).
+-- What gc would remove: ended runs older than the cutoff, their steps, the payloads that
+-- nothing else references (those of the doomed runs, and old orphans), and the chunks
+-- that only those payloads name (or none, for long). Payloads and chunks younger than
+-- the grace are kept: a payload being written is not named by its step yet.
 WITH doomed AS (
     SELECT run_id FROM runs
     WHERE status = ANY(%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
@@ -427,13 +429,20 @@ WITH doomed AS (
     UNION
     SELECT result_hash FROM runs
     WHERE result_hash IS NOT NULL AND run_id IN (SELECT run_id FROM doomed)
+), gone_payloads AS (
+    SELECT p.hash FROM payloads p
+    WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.hash = p.hash)
+      AND p.created_at < now() - make_interval(secs => greatest(%(seconds)s, %(grace)s))
+      AND (p.hash IN (SELECT hash FROM theirs)
+           OR p.created_at < now() - make_interval(secs => %(seconds)s))
 )
 SELECT (SELECT count(*) FROM doomed) AS runs,
        (SELECT count(*) FROM steps WHERE run_id IN (SELECT run_id FROM doomed)) AS steps,
-       (SELECT count(*) FROM payloads p
-        WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.hash = p.hash)
-          AND (p.hash IN (SELECT hash FROM theirs)
-               OR p.created_at < now() - make_interval(secs => %(seconds)s))) AS payloads
+       (SELECT count(*) FROM gone_payloads) AS payloads,
+       (SELECT count(*) FROM chunks c
+        WHERE c.used_at < now() - make_interval(secs => greatest(%(seconds)s, %(grace)s))
+          AND NOT EXISTS (SELECT 1 FROM payload_chunks pc WHERE pc.chunk = c.hash
+                          AND pc.payload NOT IN (SELECT hash FROM gone_payloads))) AS chunks
 
 -- name: gc_lock_payloads
 -- Held by each gc transaction: a step commit that inserts or reuses a payload waits
@@ -443,7 +452,9 @@ LOCK TABLE payloads IN SHARE ROW EXCLUSIVE MODE
 -- name: gc_runs_batch
 -- Remove one batch of ended runs older than the cutoff, with their steps (no foreign
 -- key: deleted here), step_attempts and events (cascade), and the payloads only they
--- referenced. Runs locked by someone else are skipped; live runs are never selected.
+-- referenced (with the chunk lists of manifests, by cascade) unless written within the
+-- grace: a payload stored again for a new step is kept until that step names it.
+-- Runs locked by someone else are skipped; live runs are never selected.
 WITH doomed AS (
     SELECT run_id FROM runs
     WHERE status = ANY(%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
@@ -464,6 +475,7 @@ WITH doomed AS (
 ), gone_payloads AS (
     DELETE FROM payloads p USING theirs t
     WHERE p.hash = t.hash
+      AND p.created_at < now() - make_interval(secs => greatest(%(seconds)s, %(grace)s))
       AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.result_hash = p.hash
                       AND s.run_id NOT IN (SELECT run_id FROM doomed))
       AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.result_hash = p.hash
@@ -475,17 +487,32 @@ SELECT (SELECT count(*) FROM gone_runs) AS runs,
        (SELECT count(*) FROM gone_payloads) AS payloads
 
 -- name: gc_orphan_payloads_batch
--- Remove one batch of payloads older than the cutoff that no step or run references
--- (left by reruns and restarts).
+-- Remove one batch of payloads older than the cutoff (and the grace) that no step or
+-- run references (left by reruns and restarts, or by a writer that died between
+-- storing a large payload and committing its step).
 WITH orphans AS (
     SELECT p.hash FROM payloads p
-    WHERE p.created_at < now() - make_interval(secs => %(seconds)s)
+    WHERE p.created_at < now() - make_interval(secs => greatest(%(seconds)s, %(grace)s))
       AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.result_hash = p.hash)
       AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.result_hash = p.hash)
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM payloads p USING orphans o WHERE p.hash = o.hash
+
+-- name: gc_orphan_chunks_batch
+-- Remove one batch of chunks that no manifest names and no writer used within the
+-- cutoff (and the grace). A writer reusing a chunk marks it used and holds its row until
+-- it commits: a held row is skipped, and one changed since this statement began is
+-- rechecked on its new version (READ COMMITTED), whose recent use keeps it.
+WITH orphans AS (
+    SELECT c.hash FROM chunks c
+    WHERE c.used_at < now() - make_interval(secs => greatest(%(seconds)s, %(grace)s))
+      AND NOT EXISTS (SELECT 1 FROM payload_chunks pc WHERE pc.chunk = c.hash)
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM chunks c USING orphans o WHERE c.hash = o.hash
 
 -- name: detach_run
 -- Hand a run to the worker fleet: it waits, pending, for a worker to execute its body.
