@@ -100,7 +100,11 @@ def dump(value: Any, sink: ChunkSink, *, what: str = "value", owner: str = "",
     except Exception as exc:  # pickling raises many kinds of errors
         reason = codec.unpicklable_reason(value, what, exc)
         raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
-    return out.finish(what, owner)
+    dumped = out.finish(what, owner)
+    if dumped is None:  # small after all, but with buffers held out of band: in band now
+        body = cloudpickle.dumps(value, protocol=_PROTOCOL)
+        dumped = Dumped(codec.seal(body), len(body))
+    return dumped
 
 
 def load(data: bytes | memoryview, source: ChunkSource, *, what: str = "payload") -> Any:
@@ -220,6 +224,7 @@ class _SpillingFile:
         self.limit = limit
         self.size = 0
         self.pieces: list[bytes | memoryview] = []
+        self.held: list[memoryview] = []  # out-of-band buffers met while small: not copied
         self.uploader = _Uploader(sink)
         self.main = _StreamCutter(self.uploader)
         self.buffers: list[Stream] = []
@@ -238,29 +243,33 @@ class _SpillingFile:
             self._guard(self.main.write, view)
 
     def buffer(self, buf: pickle.PickleBuffer) -> bool:
-        """buffer_callback: True keeps ``buf`` in the main stream (in-band), False sends
-        it out of band: to chunks straight from its memory, or only counted."""
+        """buffer_callback: True keeps ``buf`` in the main stream (in-band); False sends it
+        out of band: held (small mode), to chunks straight from its memory, or counted."""
         raw = buf.raw()
-        if self.mode == self.SMALL and self.size + raw.nbytes <= SPILL:
-            return True
-        if self.mode == self.LARGE and raw.nbytes < MIN_OUT_OF_BAND:
+        if self.mode != self.COUNTING and raw.nbytes < MIN_OUT_OF_BAND:
             return True
         self.size += raw.nbytes
         if self.mode == self.COUNTING or self._over_limit():
             return False
         if self.mode == self.SMALL:
-            self._spill()
-        if self.mode == self.LARGE:
+            self.held.append(raw)
+            if self.size > SPILL:
+                self._spill()
+        else:
             self._guard(self._send_buffer, raw)
         return False
 
-    def finish(self, what: str, owner: str) -> Dumped:
+    def finish(self, what: str, owner: str) -> Dumped | None:
+        """What was pickled; None for a small pickle whose buffers were held out of band
+        (the caller pickles it again, in band)."""
         if self.limit is not None and self.size > self.limit:
             reason = (f"{what} pickles to {human_size(self.size)}, more than "
                       f"ZART_MAX_RESULT_BYTES ({human_size(self.limit)}); return a smaller "
                       "value (or its path in a file or an object store), or raise the limit")
             raise PayloadError(f"{owner}: {reason}" if owner else reason)
         if self.mode == self.SMALL:
+            if self.held:
+                return None
             body = self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
             return Dumped(codec.seal(body), self.size)
         if self.mode == self.LARGE:
@@ -276,10 +285,11 @@ class _SpillingFile:
     def _spill(self) -> None:
         self.mode = self.LARGE
         pieces, self.pieces = self.pieces, []
+        held, self.held = self.held, []
         for piece in pieces:
             self._guard(self.main.write, _bytes_view(piece))
-            if self.mode != self.LARGE:
-                return
+        for raw in held:
+            self._guard(self._send_buffer, raw)
 
     def _send_buffer(self, raw: memoryview) -> None:
         chunks = [self.uploader.add(raw[at:at + CHUNK]) for at in range(0, raw.nbytes, CHUNK)]
@@ -288,12 +298,14 @@ class _SpillingFile:
     def _over_limit(self) -> bool:
         if self.limit is not None and self.size > self.limit:
             self.mode = self.COUNTING
-            self.pieces = []
+            self.pieces, self.held = [], []
             return True
         return False
 
     def _guard(self, send, *args) -> None:
         """Run a step that reaches the sink; a failure switches to counting."""
+        if self.mode != self.LARGE:
+            return
         try:
             send(*args)
         except Exception as exc:  # the database's errors, whatever they are
