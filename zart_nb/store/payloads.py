@@ -79,10 +79,11 @@ def value(conn: psycopg.Connection, inline: bytes | None, digest: bytes | None, 
     """The stored result: ``inline``, or the payload at ``digest`` (whole or in chunks)."""
     if digest is None:
         return codec.decode(inline, what=what)
+    named = f"payload {digest.hex()}" if what == "payload" else f"{what}: payload {digest.hex()}"
     row = queries.execute(conn, "get_payload", binary=True, hash=digest).fetchone()
     if row is None:
-        raise PayloadError(f"{what}: payload {digest.hex()} is missing")
-    return payload_codec.load(row["data"], _Reader(conn), what=what)
+        raise PayloadError(f"{named} is missing")
+    return payload_codec.load(row["data"], _Reader(conn), what=named)
 
 
 class _Writer:
