@@ -23,6 +23,7 @@ is a few chunks.
 
 from __future__ import annotations
 
+import io
 import pickle
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
@@ -112,16 +113,34 @@ def load(data: bytes | memoryview, source: ChunkSource, *, what: str = "payload"
     nothing is unpickled that was not verified."""
     if codec.envelope_format(data) != codec.MANIFEST_FORMAT:
         return codec.decode(data, what=what)
+    found = _checked_manifest(data, source, what)
+    chunks = _Chunks(source, what)
+    main = _StreamReader(found.streams[0], chunks)
+    buffers = _buffers(found.streams[1:], chunks)
+    return pickle.Unpickler(main, buffers=buffers).load()
+
+
+def streams(data: bytes | memoryview, source: ChunkSource, *,
+            what: str = "payload") -> tuple[Any, Iterator[tuple[int, Iterator[memoryview]]]]:
+    """The verified parts of a stored pickle, to read it without unpickling it: its main
+    stream as a file, and its out-of-band buffers in order, each as (size, its pieces)."""
+    if codec.envelope_format(data) != codec.MANIFEST_FORMAT:
+        return io.BytesIO(codec.open_envelope(data, what=what)), iter(())
+    found = _checked_manifest(data, source, what)
+    chunks = _Chunks(source, what)
+    buffers = ((s.raw_size, (chunks.raw(c) for c in s.chunks)) for s in found.streams[1:])
+    return _StreamReader(found.streams[0], chunks), buffers
+
+
+def _checked_manifest(data: bytes | memoryview, source: ChunkSource, what: str) -> manifest.Manifest:
+    """The manifest in ``data``, signed, well formed, and every chunk it names there."""
     found = manifest.open_manifest(data, what=what)
     hashes = found.hashes()
     absent = source.missing(hashes)
     if absent:
         raise PayloadError(f"{what}: {len(absent)} of its {len(hashes)} chunks are missing "
                            f"(first: {absent[0].hex()}); refused, not unpickled")
-    chunks = _Chunks(source, what)
-    main = _StreamReader(found.streams[0], chunks)
-    buffers = _buffers(found.streams[1:], chunks)
-    return pickle.Unpickler(main, buffers=buffers).load()
+    return found
 
 
 # -- writing -----------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 from .. import codec
 from ..errors import EventAlreadySent, RunBusy, RunNotFound, StoreError, UsageError
@@ -124,13 +124,28 @@ class Run:
 
     def result(self, timeout: float | None = None) -> Any:
         """The run's result once it ended (waiting up to ``timeout`` s); raises RunFailed."""
+        return stored_outcome(self.store, self._ended(timeout))
+
+    def save_result(self, out: BinaryIO, timeout: float | None = None) -> str:
+        """Write the run's result to ``out`` without unpickling it, once it ended: a
+        ``bytes`` result as its bytes, a ``str`` as UTF-8, anything else as a pickle with
+        its buffers in band. Returns which (``bytes``, ``str``, ``pickle``); raises RunFailed."""
+        row = self._ended(timeout)
+        if row["status"] != "completed":
+            stored_outcome(self.store, row)  # raises the run's failure
+        with self.store.connection() as conn:
+            return payloads.export(conn, row["result"], row["result_hash"], out,
+                                   what=f"result of run {self.run_id!r}")
+
+    def _ended(self, timeout: float | None) -> dict:
+        """The run's row once it ended, waiting up to ``timeout`` s (TimeoutError)."""
         notes = listener(self.store)
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             token = notes.token(self.run_id)
             row = self._stored()
             if row["status"] in TERMINAL:
-                return stored_outcome(self.store, row)
+                return row
             left = 5.0 if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"run {self.run_id!r} is still {row['status']} after {timeout} s")

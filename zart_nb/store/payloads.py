@@ -28,11 +28,11 @@ from __future__ import annotations
 
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, BinaryIO, Sequence
 
 import psycopg
 
-from .. import codec, payload_codec
+from .. import codec, payload_codec, pickle_export
 from ..errors import PayloadError, StoreError
 from ..payload_codec import human_size
 from . import queries
@@ -79,11 +79,27 @@ def value(conn: psycopg.Connection, inline: bytes | None, digest: bytes | None, 
     """The stored result: ``inline``, or the payload at ``digest`` (whole or in chunks)."""
     if digest is None:
         return codec.decode(inline, what=what)
+    data, named = _stored(conn, digest, what)
+    return payload_codec.load(data, _Reader(conn), what=named)
+
+
+def export(conn: psycopg.Connection, inline: bytes | None, digest: bytes | None,
+           out: BinaryIO, *, what: str = "payload") -> str:
+    """Write the stored result to ``out`` without unpickling it (``pickle_export``);
+    returns what the file holds: ``bytes``, ``str`` or ``pickle``."""
+    if digest is None:
+        return pickle_export.export(inline, _Reader(conn), out, what=what)
+    data, named = _stored(conn, digest, what)
+    return pickle_export.export(data, _Reader(conn), out, what=named)
+
+
+def _stored(conn: psycopg.Connection, digest: bytes, what: str) -> tuple[bytes, str]:
+    """The payload at ``digest`` (an envelope or a manifest), and its name for errors."""
     named = f"payload {digest.hex()}" if what == "payload" else f"{what}: payload {digest.hex()}"
     row = queries.execute(conn, "get_payload", binary=True, hash=digest).fetchone()
     if row is None:
         raise PayloadError(f"{named} is missing")
-    return payload_codec.load(row["data"], _Reader(conn), what=named)
+    return row["data"], named
 
 
 class _Writer:
