@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 from dataclasses import dataclass
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -95,7 +96,7 @@ def dump(value: Any, sink: ChunkSink, *, what: str = "value", owner: str = "",
     to the end, nothing more sent); SinkFailed when the sink failed.
     """
     out = _SpillingFile(sink, limit)
-    pickler = cloudpickle.Pickler(out, protocol=_PROTOCOL, buffer_callback=out.buffer)
+    pickler = _Pickler(out, protocol=_PROTOCOL, buffer_callback=out.buffer)
     try:
         pickler.dump(value)
     except Exception as exc:  # pickling raises many kinds of errors
@@ -103,7 +104,9 @@ def dump(value: Any, sink: ChunkSink, *, what: str = "value", owner: str = "",
         raise PayloadError(f"{owner}: {reason}" if owner else reason) from None
     dumped = out.finish(what, owner)
     if dumped is None:  # small after all, but with buffers held out of band: in band now
-        body = cloudpickle.dumps(value, protocol=_PROTOCOL)
+        in_band = io.BytesIO()
+        _Pickler(in_band, protocol=_PROTOCOL).dump(value)
+        body = in_band.getvalue()
         dumped = Dumped(codec.seal(body), len(body))
     return dumped
 
@@ -144,6 +147,22 @@ def _checked_manifest(data: bytes | memoryview, source: ChunkSource, what: str) 
 
 
 # -- writing -----------------------------------------------------------------------------
+class _Pickler(cloudpickle.Pickler):
+    """cloudpickle, with numpy's datetime64 and timedelta64 arrays out of band too.
+
+    numpy pickles those in band, as a copy of their bytes (their dtype carries a unit), so
+    a frame's timestamps would cost a copy on each side and ride in the main stream. They
+    are pickled as their int64 view instead, which numpy sends out of band, and viewed back
+    as their dtype when loaded (``numpy.ndarray.view``: nothing of zart-nb in the pickle).
+    """
+
+    def reducer_override(self, obj: Any) -> Any:
+        numpy = sys.modules.get("numpy")  # a value holding an array has numpy imported
+        if numpy is not None and type(obj) is numpy.ndarray and obj.dtype.kind in "mM":
+            return numpy.ndarray.view, (obj.view(numpy.int64), obj.dtype)
+        return super().reducer_override(obj)
+
+
 class _Packer:
     """The stored form of a chunk: zstd when it pays, else the raw bytes (not copied)."""
 
