@@ -156,3 +156,47 @@ def test_a_format_1_payload_written_before_chunks_existed_still_reads(zart_env, 
 
     with get_store().connection() as conn:
         assert payloads.value(conn, None, digest)["written"] == "by zart-nb before issue 13"
+
+
+def round_trip_through_a_step(run_id: str, make):
+    """``make()`` returned by a step of a run, then that run replayed: (value, replayed)."""
+    from tests.engine.helpers import replay
+    from zart_nb import step
+    from zart_nb.engine.execute import execute
+
+    @step("large")
+    def large():
+        return make()
+
+    def body():
+        return type(large()).__name__
+
+    kept = []
+
+    def keeping():
+        kept.append(large())
+        return type(kept[-1]).__name__
+
+    execute(body, name=run_id)
+    out = replay(keeping, name=run_id, run_id=run_id)
+    assert out.report.replayed == ["large"]
+    return kept[0]
+
+
+@pytest.mark.slow
+def test_a_1_6_gb_array_round_trips_intact(zart_env):
+    array = np.random.default_rng(16).random(200_000_000)  # 1.6 GB, over PostgreSQL's 1 GiB
+    back = round_trip_through_a_step("array-1.6g", lambda: array)
+    assert back.dtype == array.dtype and back.shape == array.shape
+    assert np.array_equal(back, array)
+
+
+@pytest.mark.slow
+def test_a_3_gb_frame_round_trips_intact(zart_env):
+    from benchmarks.large_results import make_value, size_of
+
+    frame = make_value("frame", 104_000_000)  # 29 bytes a row: 3.0 GB
+    assert size_of(frame) > 3_000_000_000
+    back = round_trip_through_a_step("frame-3g", lambda: frame)
+    assert list(back.dtypes) == list(frame.dtypes) and back.shape == frame.shape
+    assert back.equals(frame)
