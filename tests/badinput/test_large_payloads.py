@@ -235,7 +235,8 @@ def test_a_result_over_the_configured_ceiling_is_refused_naming_step_and_size(za
 
 @pytest.fixture
 def small_disk(pg_server, zart_env, sql):
-    """The chunks table on a 24 MiB tmpfs of its own (needs root and a local server)."""
+    """A 24 MiB tmpfs tablespace; ``small_disk(table)`` moves a table onto it,
+    ``small_disk()`` moves it back (needs root and the embedded server)."""
     if os.geteuid() != 0 or pg_server.home is None:
         pytest.skip("needs root (to mount a tmpfs) and the embedded server")
     mount = Path(tempfile.mkdtemp(prefix="zart-small-disk-"))  # the server's user can reach it
@@ -243,19 +244,31 @@ def small_disk(pg_server, zart_env, sql):
         mount.rmdir()
         pytest.skip("cannot mount a tmpfs here")
     space = f"small_disk_{os.getpid()}"
+    moved = []
+
+    def move(table: str | None = None) -> None:
+        if table is None:
+            for name in moved:
+                sql(f"ALTER TABLE {name} SET TABLESPACE pg_default")
+            moved.clear()
+        else:
+            sql(f"ALTER TABLE {table} SET TABLESPACE {space}")
+            moved.append(table)
+
     try:
         os.chown(mount, os.stat(pg_server.home / "pgdata").st_uid, -1)
         sql(f"CREATE TABLESPACE {space} LOCATION '{mount}'")
-        sql(f"ALTER TABLE chunks SET TABLESPACE {space}")
-        yield lambda: sql("ALTER TABLE chunks SET TABLESPACE pg_default")
-        sql("ALTER TABLE chunks SET TABLESPACE pg_default")
+        yield move
+        move()
         sql(f"DROP TABLESPACE {space}")
     finally:
         subprocess.run(["umount", "-l", str(mount)])
         mount.rmdir()
 
 
-def test_a_full_disk_names_the_step_and_the_size_and_commits_nothing(small_disk, sql):
+def test_a_full_disk_under_a_large_result_names_the_step_and_the_size(small_disk, sql):
+    small_disk("chunks")
+
     @step("before")
     def before():
         return "small"
@@ -279,3 +292,29 @@ def test_a_full_disk_names_the_step_and_the_size_and_commits_nothing(small_disk,
     small_disk()  # space is freed: executing again stores it
     out = execute(body, name="disk-full")
     assert out.value == ("small", 40 * MiB) and out.report.replayed == ["before"]
+
+
+def test_a_full_disk_under_whole_payloads_names_the_step_and_the_size(small_disk, sql):
+    small_disk("payloads")
+
+    @step("part-{i}")
+    def part(i):
+        return random.Random(i).randbytes(3 * MiB)  # stored whole, in payloads
+
+    def body():
+        return sum(len(part(i)) for i in range(10))
+
+    with pytest.raises(StoreError) as caught:
+        execute(body, name="disk-full-whole")
+    message = str(caught.value)
+    done = steps_of(sql, "disk-full-whole")
+    failing = f"part-{len(done)}"
+    assert message.startswith(f"run 'disk-full-whole': the database's disk is full: cannot "
+                              f"store the 3.0 MiB result of step '{failing}'; free space"), message
+    assert 4 <= len(done) < 8 and set(done.values()) == {"completed"}
+    record("badinput", "3 MiB results, one after the other, on a disk with 24 MiB free",
+           outcome=f"StoreError: {message}")
+
+    small_disk()
+    out = execute(body, name="disk-full-whole")
+    assert out.value == 30 * MiB and len(out.report.replayed) == len(done)

@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 
 from .. import codec
+from ..payload_codec import human_size
 from ..errors import DuplicateStepName, PayloadError, StoreError, Suspend, UsageError, ZartError
 from ..store import payloads, queries
 from ..store.connection import Store, redact
@@ -185,10 +186,11 @@ class Execution:
             with self.lock:
                 return queries.rowcount(self.conn, query, **params)
         except psycopg.errors.DiskFull as exc:
+            size, name = params.get("size"), params.get("name")
+            what = f"the {human_size(size)} result of step {name!r}" if size else f"step {name!r}"
             raise StoreError(f"run {self.run_id!r}: the database's disk is full: cannot store "
-                             f"step {params.get('name')!r} ({params.get('size')} bytes); free "
-                             f"space on the server {redact(self.store.dsn)}, then execute it "
-                             "again") from exc
+                             f"{what}; free space on the server {redact(self.store.dsn)}, then "
+                             "execute it again") from exc
         except psycopg.OperationalError as exc:
             raise StoreError(f"run {self.run_id!r}: lost the database {redact(self.store.dsn)} "
                              f"while writing step {params.get('name')!r}: "

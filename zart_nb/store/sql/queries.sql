@@ -62,7 +62,7 @@ UPDATE runs SET status = %(status)s, updated_at = now()
 WHERE run_id = %(run_id)s AND owner = %(owner)s AND status IN ('running', 'waiting')
 
 -- name: finish_run
--- The body ended: store its result or error and give up ownership.
+-- The body ended: store its result (as complete_step does) or error and give up ownership.
 WITH payload AS (
     INSERT INTO payloads (hash, data, size)
     SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(data)s::bytea IS NOT NULL
@@ -104,8 +104,9 @@ UPDATE runs SET inflight_step = %(name)s, inflight_attempt = %(attempt)s::intege
 FROM cfg WHERE run_id = %(run_id)s AND owner = %(owner)s
 
 -- name: complete_step
--- Commit a step's result, inline or (with hash) once per content in payloads, in one
--- round trip; only while this process still owns the run and it is not cancelled.
+-- Commit a step's result, inline or (with hash and data) once per content in payloads,
+-- in one round trip; a hash without data names a large result's manifest, stored just
+-- before. Only while this process still owns the run and it is not cancelled.
 WITH payload AS (
     INSERT INTO payloads (hash, data, size)
     SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(data)s::bytea IS NOT NULL
@@ -325,8 +326,9 @@ UPDATE steps SET lease_until = now() + make_interval(secs => %(lease)s)
 WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
 
 -- name: complete_children
--- Commit a batch of children's results at once (large ones into payloads); a child is
--- written only by the worker that still holds it, so a committed result is written once.
+-- Commit a batch of children's results at once (those over 16 KB into payloads, those in
+-- chunks named by their manifest); a child is written only by the worker that still
+-- holds it, so a committed result is written once.
 WITH done AS (
     SELECT * FROM unnest(%(run_ids)s::text[], %(generations)s::integer[], %(names)s::text[],
                          %(results)s::bytea[], %(hashes)s::bytea[], %(sizes)s::bigint[])
