@@ -2,8 +2,8 @@
 
 ``dump(value, sink)`` pickles with protocol 5 into a file that keeps the pickle in memory
 while it is small: a value that pickles to at most ``SPILL`` bytes becomes a format-1
-envelope, byte for byte what ``codec.encode`` makes (stored inline or whole, the fast path
-of replay). Past ``SPILL`` the pickle spills into chunks of ``CHUNK`` bytes: the main stream
+envelope, as ``codec.encode`` makes them (stored inline or whole: replay reads it as it
+always did). Past ``SPILL`` the pickle spills into chunks of ``CHUNK`` bytes: the main stream
 as it is written, and each out-of-band buffer (numpy, pandas and pyarrow hand theirs to
 pickle as ``PickleBuffer``) straight from its memory, sliced, never copied. Each chunk is
 compressed with zstd when that saves at least an eighth of it, addressed by the SHA-256
@@ -259,12 +259,13 @@ class _SpillingFile:
 
     def __init__(self, sink: ChunkSink, limit: int | None) -> None:
         self.mode = self.SMALL
+        self.sink = sink
         self.limit = limit
         self.size = 0
         self.pieces: list[bytes | memoryview] = []
         self.held: list[memoryview] = []  # out-of-band buffers met while small: not copied
-        self.uploader = _Uploader(sink)
-        self.main = _StreamCutter(self.uploader)
+        self.uploader: _Uploader | None = None  # from the spill on (small pickles: never)
+        self.main: _StreamCutter | None = None
         self.buffers: list[Stream] = []
         self.streams: list[Stream] = []  # main stream first, once closed
         self.failure: BaseException | None = None
@@ -322,6 +323,8 @@ class _SpillingFile:
 
     def _spill(self) -> None:
         self.mode = self.LARGE
+        self.uploader = _Uploader(self.sink)
+        self.main = _StreamCutter(self.uploader)
         pieces, self.pieces = self.pieces, []
         held, self.held = self.held, []
         for piece in pieces:
