@@ -26,8 +26,9 @@ from __future__ import annotations
 import io
 import pickle
 import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import cloudpickle
 import zstandard
@@ -147,7 +148,7 @@ def _checked_manifest(data: bytes | memoryview, source: ChunkSource, what: str) 
 
 
 # -- writing -----------------------------------------------------------------------------
-class _Pickler(cloudpickle.Pickler):
+class _Pickler(cloudpickle.Pickler):  # type: ignore[misc]  # cloudpickle ships no types
     """cloudpickle, with numpy's datetime64 and timedelta64 arrays out of band too.
 
     numpy pickles those in band, as a copy of their bytes (their dtype carries a unit), so
@@ -167,9 +168,11 @@ class _Packer:
     """The stored form of a chunk: zstd when it pays, else the raw bytes (not copied)."""
 
     def __init__(self) -> None:
-        self._zstd = zstandard.ZstdCompressor(level=LEVEL)
+        self._zstd: zstandard.ZstdCompressor | None = None  # made by the first chunk
 
     def pack(self, raw: memoryview) -> tuple[Chunk, bytes | memoryview]:
+        if self._zstd is None:
+            self._zstd = zstandard.ZstdCompressor(level=LEVEL)
         size = raw.nbytes
         stored: bytes | memoryview = raw
         compression = RAW
@@ -259,13 +262,12 @@ class _SpillingFile:
 
     def __init__(self, sink: ChunkSink, limit: int | None) -> None:
         self.mode = self.SMALL
-        self.sink = sink
         self.limit = limit
         self.size = 0
         self.pieces: list[bytes | memoryview] = []
         self.held: list[memoryview] = []  # out-of-band buffers met while small: not copied
-        self.uploader: _Uploader | None = None  # from the spill on (small pickles: never)
-        self.main: _StreamCutter | None = None
+        self.uploader = _Uploader(sink)  # used from the spill on (small pickles: never)
+        self.main = _StreamCutter(self.uploader)
         self.buffers: list[Stream] = []
         self.streams: list[Stream] = []  # main stream first, once closed
         self.failure: BaseException | None = None
@@ -309,7 +311,8 @@ class _SpillingFile:
         if self.mode == self.SMALL:
             if self.held:
                 return None
-            body = self.pieces[0] if len(self.pieces) == 1 else b"".join(self.pieces)
+            first = self.pieces[0]
+            body = first if len(self.pieces) == 1 and isinstance(first, bytes) else b"".join(self.pieces)
             return Dumped(codec.seal(body), self.size)
         if self.mode == self.LARGE:
             self._guard(self._close)
@@ -323,8 +326,6 @@ class _SpillingFile:
 
     def _spill(self) -> None:
         self.mode = self.LARGE
-        self.uploader = _Uploader(self.sink)
-        self.main = _StreamCutter(self.uploader)
         pieces, self.pieces = self.pieces, []
         held, self.held = self.held, []
         for piece in pieces:
@@ -343,7 +344,7 @@ class _SpillingFile:
             return True
         return False
 
-    def _guard(self, send, *args) -> None:
+    def _guard(self, send: Callable[..., None], *args: Any) -> None:
         """Run a step that reaches the sink; a failure switches to counting."""
         if self.mode != self.LARGE:
             return

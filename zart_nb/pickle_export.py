@@ -14,7 +14,8 @@ from __future__ import annotations
 import pickle
 import pickletools
 import struct
-from typing import Any, BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import Any, BinaryIO
 
 from . import payload_codec
 from .errors import PayloadError
@@ -43,7 +44,10 @@ def export(data: bytes | memoryview, source: payload_codec.ChunkSource, out: Bin
     return "pickle"
 
 
-def _as_data(main: Any, buffers: Iterator, out: BinaryIO) -> str | None:
+Buffers = Iterator[tuple[int, Iterator[memoryview]]]
+
+
+def _as_data(main: Any, buffers: Buffers, out: BinaryIO) -> str | None:
     """Copy the value's own bytes when the pickle is a single bytes or str, else None."""
     if _opcode(main) != pickle.PROTO:
         return None
@@ -65,7 +69,7 @@ def _as_data(main: Any, buffers: Iterator, out: BinaryIO) -> str | None:
     return kind if code == pickle.STOP else None
 
 
-def _as_pickle(main: Any, buffers: Iterator, out: BinaryIO, what: str) -> None:
+def _as_pickle(main: Any, buffers: Buffers, out: BinaryIO, what: str) -> None:
     while True:
         code = main.read(1)
         if not code:
@@ -97,7 +101,7 @@ def _as_pickle(main: Any, buffers: Iterator, out: BinaryIO, what: str) -> None:
 
 def _opcode(main: Any) -> bytes:
     """The next opcode, frames skipped."""
-    code = main.read(1)
+    code: bytes = main.read(1)
     while code == pickle.FRAME:
         main.read(8)
         code = main.read(1)
@@ -106,7 +110,7 @@ def _opcode(main: Any) -> bytes:
 
 def _argument(code: bytes) -> Any:
     try:
-        return pickletools.code2op[code.decode("latin-1")].arg
+        return pickletools.code2op[code.decode("latin-1")].arg  # type: ignore[attr-defined]
     except KeyError:
         raise PayloadError(f"unknown pickle opcode {code!r}; not a pickle") from None
 
@@ -128,9 +132,11 @@ class _Recorder:
         self.parts: list[bytes] = []
 
     def read(self, size: int) -> bytes:
-        self.parts.append(self.main.read(size))
-        return self.parts[-1]
+        piece: bytes = self.main.read(size)
+        self.parts.append(piece)
+        return piece
 
     def readline(self) -> bytes:
-        self.parts.append(self.main.readline())
-        return self.parts[-1]
+        piece: bytes = self.main.readline()
+        self.parts.append(piece)
+        return piece

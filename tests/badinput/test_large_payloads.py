@@ -23,7 +23,7 @@ from tests.engine.helpers import replay
 from zart_nb import PayloadError, StepFailed, StoreError, codec, manifest, run, step
 from zart_nb.engine.execute import execute
 from zart_nb.manifest import MAX_CHUNK, ZSTD, Chunk, Stream
-from zart_nb.store import payloads
+from zart_nb.store import results
 from zart_nb.store.connection import get_store
 
 from .conftest import steps_of
@@ -138,7 +138,7 @@ def store_manifest(sql, stored: bytes, chunk: Chunk) -> bytes:
 
 def read(digest: bytes):
     with get_store().connection() as conn:
-        return payloads.value(conn, None, digest, what="result of step 'bomb'")
+        return results.value(conn, None, digest, what="result of step 'bomb'")
 
 
 def test_a_chunk_claiming_more_than_a_chunk_may_hold_is_refused_unread(zart_env, sql):

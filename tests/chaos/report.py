@@ -231,10 +231,10 @@ AIMS = {
         "discarding_peak_in_results", "<", 3.0,
         "replaying while keeping nothing peaks < 3 results above the process",
         "The peak does not grow with the run (compare the run a fifth of the size): results "
-        "are loaded lazily. Each load holds several results' worth at once: libpq's copy "
-        "of the row and the bytes psycopg makes of it, then those bytes and the unpickled "
-        "value, while the body's previous result is still alive. (Reading payloads in "
-        "binary took this from 8 results to 5.)"),
+        "are loaded lazily. Each load holds the result being filled, chunk by chunk, one "
+        "4 MiB chunk twice (libpq's row and the bytes psycopg makes of it), and the body's "
+        "previous result, still alive. (Reading payloads in binary took this from 8 "
+        "results to 5, reading 10 MiB results in chunks from 5 to 3.6.)"),
     "restart_to_first_step": (
         "to_first_new_step_s", "<", 1.0,
         "a new process reaches its first new step < 1 s after a 1,000-step journal "

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from zart_nb import send_event
-
-from zart_nb import run
+from zart_nb import run, send_event
 
 from .bodies import big, failed_run, large, noise, summing
 from .conftest import zart

@@ -14,17 +14,17 @@ import pytest
 
 from tests.frames import MiB, big_array, sample_frame
 from zart_nb import codec, manifest, payload_codec
-from zart_nb.store import payloads
+from zart_nb.store import results
 from zart_nb.store.connection import get_store
 
 
 def store_large(value):
     """``value`` stored as chunks and a manifest; (the Encoded, the value read back)."""
     store = get_store()
-    encoded = payloads.encode(store, value, owner="test")
+    encoded = results.encode(store, value, owner="test")
     assert encoded.address is not None, "a large value is stored in chunks"
     with store.connection() as conn:
-        return encoded, payloads.value(conn, None, encoded.address)
+        return encoded, results.value(conn, None, encoded.address)
 
 
 def chunk_rows(sql) -> dict[bytes, int]:
@@ -94,7 +94,7 @@ def test_nested_structures_holding_arrays_and_frames_round_trip(zart_env):
     _, back = store_large(value)
 
     assert [i for i, _ in back["runs"]] == [0, 1, 2]
-    for (_, array), (_, original) in zip(back["runs"], value["runs"]):
+    for (_, array), (_, original) in zip(back["runs"], value["runs"], strict=True):
         np.testing.assert_array_equal(array, original)
     pd.testing.assert_frame_equal(back["frames"]["a"], frame)
     pd.testing.assert_frame_equal(back["frames"]["b"], frame.head(10))
@@ -110,7 +110,7 @@ def test_a_value_met_twice_in_memory_comes_back_shared(zart_env):
 def test_small_values_stay_format_1_envelopes_byte_for_byte(zart_env):
     store = get_store()
     for value in (1, "text", b"x" * 100_000, np.arange(1000), big_array("int8", 3 * MiB)):
-        encoded = payloads.encode(store, value)
+        encoded = results.encode(store, value)
         assert encoded.address is None
         assert encoded.data == codec.encode(value)
 
@@ -155,7 +155,7 @@ def test_a_format_1_payload_written_before_chunks_existed_still_reads(zart_env, 
     sql("INSERT INTO payloads (hash, data, size) VALUES (%s, %s, %s)", digest, old, len(old))
 
     with get_store().connection() as conn:
-        assert payloads.value(conn, None, digest)["written"] == "by zart-nb before issue 13"
+        assert results.value(conn, None, digest)["written"] == "by zart-nb before issue 13"
 
 
 def round_trip_through_a_step(run_id: str, make):

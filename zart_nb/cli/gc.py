@@ -6,7 +6,7 @@ skipped); pending, running and waiting runs are never selected. Each transaction
 holds a lock on the payloads table that makes concurrent step commits with large
 results wait for the few milliseconds of the batch, so that a payload gc removes can
 never be the one a commit is reusing at that moment. Then the chunks of large payloads
-that no manifest names any more go, in batches too (store/payloads.py says how a
+that no manifest names any more go, in batches too (store/results.py says how a
 payload being written keeps its chunks). Payloads and chunks written within the last
 hour are kept whatever the cutoff.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 import click
 
 from ..store import queries
-from ..store.payloads import UNREFERENCED_GRACE_S
+from ..store.results import UNREFERENCED_GRACE_S
 from ..store.connection import get_store
 from .app import ENDED, Duration, console, format_duration, json_option, print_json
 

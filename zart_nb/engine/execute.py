@@ -23,7 +23,7 @@ import psutil
 
 from .. import codec
 from ..errors import PayloadError, RunBusy, RunFailed, RunNotFound, StoreError, Suspend, UsageError
-from ..store import payloads, queries
+from ..store import queries, results
 from ..store.connection import Store, get_store
 from ..store.notify import listener
 from .journal import Execution, _current, check_name, encode_error, one_line, split_payload
@@ -234,7 +234,7 @@ def _input_of(args: tuple, kwargs: dict) -> Any:
 def _finish(ex: Execution, status: str, *, value: Any = None, error: BaseException | None = None) -> None:
     result = digest = data = None
     if status == "completed":
-        stored = payloads.encode(ex.store, value, what="result", owner=f"run {ex.run_id!r}")
+        stored = results.encode(ex.store, value, what="result", owner=f"run {ex.run_id!r}")
         result, digest, data = split_payload(stored)
     with ex.lock:
         row = queries.one(ex.conn, "finish_run", run_id=ex.run_id, owner=ex.owner, status=status,
@@ -270,7 +270,7 @@ def stored_outcome(store: Store, row: dict) -> Any:
         if row["result_hash"] is None:
             return codec.decode(row["result"], what=what)
         with store.connection() as conn:
-            return payloads.value(conn, None, row["result_hash"], what=what)
+            return results.value(conn, None, row["result_hash"], what=what)
     error: BaseException | None = None
     if row.get("error_payload") is not None:
         try:

@@ -25,7 +25,7 @@ import psycopg
 from .. import codec
 from ..payload_codec import human_size
 from ..errors import DuplicateStepName, PayloadError, StoreError, Suspend, UsageError, ZartError
-from ..store import payloads, queries
+from ..store import queries, results
 from ..store.connection import Store, redact
 from .model import Entry, Report
 
@@ -130,7 +130,7 @@ class Execution:
         if digest is None:
             return codec.decode(inline, what=what)
         with self.lock:
-            return payloads.value(self.conn, None, digest, what=what)
+            return results.value(self.conn, None, digest, what=what)
 
     def stored_error(self, entry: Entry) -> BaseException:
         if entry.error_payload is not None:
@@ -155,7 +155,7 @@ class Execution:
                  args_fp: bytes | None, attempt: int, max_attempts: int,
                  started_at: datetime | None) -> None:
         """Commit ``value`` as the step's result (raises PayloadError when it won't pickle)."""
-        stored = payloads.encode(self.store, value, what="result", owner=f"step {name!r}")
+        stored = results.encode(self.store, value, what="result", owner=f"step {name!r}")
         inline, digest, data = split_payload(stored)
         written = self._write("complete_step", run_id=self.run_id, generation=self.generation,
                               name=name, kind=kind, seq=seq, code_fp=code_fp, args_fp=args_fp,
@@ -247,7 +247,7 @@ def check_name(what: str, name: str) -> None:
                          f"{MAX_NAME_BYTES} (it is a key of the journal's indexes)")
 
 
-def split_payload(stored: payloads.Encoded) -> tuple[bytes | None, bytes | None, bytes | None]:
+def split_payload(stored: results.Encoded) -> tuple[bytes | None, bytes | None, bytes | None]:
     """(inline bytes, payload hash, bytes for the payloads table): a small result inline;
     a larger one whole in payloads (stored once per content) by the step's commit; a large
     one in chunks, its manifest already stored."""

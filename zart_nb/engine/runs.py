@@ -9,7 +9,7 @@ from typing import Any, BinaryIO, Callable
 
 from .. import codec
 from ..errors import EventAlreadySent, RunBusy, RunNotFound, StoreError, UsageError
-from ..store import payloads, queries
+from ..store import queries, results
 from ..store.connection import Store, get_store
 from ..store.notify import listener
 from . import hooks
@@ -134,7 +134,7 @@ class Run:
         if row["status"] != "completed":
             stored_outcome(self.store, row)  # raises the run's failure
         with self.store.connection() as conn:
-            return payloads.export(conn, row["result"], row["result_hash"], out,
+            return results.export(conn, row["result"], row["result_hash"], out,
                                    what=f"result of run {self.run_id!r}")
 
     def _ended(self, timeout: float | None) -> dict:
@@ -163,7 +163,7 @@ class Run:
         with self.store.connection() as conn:
             row = self._step_row(conn, name)
             if row["status"] == "completed":
-                return payloads.value(conn, row["result"], row["result_hash"],
+                return results.value(conn, row["result"], row["result_hash"],
                                       what=f"result of step {name!r}")
         if row["status"] == "failed" and row["error_payload"] is not None:
             raise codec.decode(row["error_payload"], what=f"error of step {name!r}")

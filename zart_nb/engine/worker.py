@@ -35,7 +35,7 @@ import psycopg
 from .. import codec
 from ..config import configure, settings
 from ..errors import PayloadError, StepFailed, StepTimedOut, StoreError, ZartError
-from ..store import payloads, queries
+from ..store import queries, results
 from ..store.connection import Store, get_store
 from ..store.notify import WORK_CHANNEL, listener
 from .execute import HOST, execute_claimed, new_owner
@@ -52,7 +52,7 @@ BATCH_PER_SLOT = 64
 @dataclass
 class _Done:
     row: dict
-    stored: payloads.Encoded | None = None  # the pickled result when the child succeeded
+    stored: results.Encoded | None = None  # the pickled result when the child succeeded
     error: BaseException | None = None
     error_kind: str = "business"
     cause: BaseException | None = None
@@ -229,7 +229,7 @@ class Worker:
         seconds = time.monotonic() - started
         self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * seconds
         try:
-            stored = payloads.encode(self.store, value, what="result", owner=f"child {name!r}")
+            stored = results.encode(self.store, value, what="result", owner=f"child {name!r}")
         except PayloadError as exc:
             return _Done(row, error=StepFailed(str(exc), step=name, reason="not_picklable"),
                          error_kind="framework")

@@ -26,9 +26,10 @@ other, each checked against the manifest before it is used.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Sequence
+from typing import Any, BinaryIO
 
 import psycopg
 
@@ -69,7 +70,7 @@ def encode(store: Store, value: Any, *, what: str = "result", owner: str = "") -
     except payload_codec.SinkFailed as exc:
         error = exc.__cause__
         if not isinstance(error, psycopg.Error):
-            raise error from None  # the store's own error (no connection), already worded
+            raise (error or exc) from None  # the store's own error (no connection), worded
         raise _write_error(store, error, owner or what, exc.size) from error
     return Encoded(dumped.data, dumped.size, address)
 
@@ -78,7 +79,7 @@ def value(conn: psycopg.Connection, inline: bytes | None, digest: bytes | None, 
           what: str = "payload") -> Any:
     """The stored result: ``inline``, or the payload at ``digest`` (whole or in chunks)."""
     if digest is None:
-        return codec.decode(inline, what=what)
+        return codec.decode(_inline(inline, what), what=what)
     data, named = _stored(conn, digest, what)
     return payload_codec.load(data, _Reader(conn), what=named)
 
@@ -88,9 +89,15 @@ def export(conn: psycopg.Connection, inline: bytes | None, digest: bytes | None,
     """Write the stored result to ``out`` without unpickling it (``pickle_export``);
     returns what the file holds: ``bytes``, ``str`` or ``pickle``."""
     if digest is None:
-        return pickle_export.export(inline, _Reader(conn), out, what=what)
+        return pickle_export.export(_inline(inline, what), _Reader(conn), out, what=what)
     data, named = _stored(conn, digest, what)
     return pickle_export.export(data, _Reader(conn), out, what=named)
+
+
+def _inline(inline: bytes | None, what: str) -> bytes:
+    if inline is None:
+        raise PayloadError(f"{what}: nothing is stored")
+    return inline
 
 
 def _stored(conn: psycopg.Connection, digest: bytes, what: str) -> tuple[bytes, str]:
@@ -114,7 +121,7 @@ class _Writer:
     def __enter__(self) -> _Writer:
         return self
 
-    def __exit__(self, *exc_info) -> bool | None:
+    def __exit__(self, *exc_info: Any) -> bool | None:
         return self._stack.__exit__(*exc_info)  # commits, or rolls back on an error
 
     def _transaction(self) -> psycopg.Connection:
