@@ -20,7 +20,7 @@ import zstandard
 
 from tests.chaos.figures import record
 from tests.engine.helpers import replay
-from zart_nb import PayloadError, StepFailed, StoreError, codec, manifest, run, step
+from zart_nb import PayloadError, StepFailed, StoreError, codec, manifest, run, schedule, step, wait
 from zart_nb.engine.execute import execute
 from zart_nb.manifest import MAX_CHUNK, ZSTD, Chunk, Stream
 from zart_nb.store import results
@@ -318,3 +318,29 @@ def test_a_full_disk_under_whole_payloads_names_the_step_and_the_size(small_disk
     small_disk()
     out = execute(body, name="disk-full-whole")
     assert out.value == 30 * MiB and len(out.report.replayed) == len(done)
+
+
+def forty_mib(seed):
+    return random.Random(seed).randbytes(40 * MiB)
+
+
+def test_a_full_disk_under_a_child_s_result_fails_that_child_naming_it_and_the_size(
+        small_disk, env, sql):
+    env(ZART_WORKERS=1)
+    small_disk("chunks")
+
+    def fan():
+        return wait([schedule(forty_mib, 1)])
+
+    with pytest.raises(StepFailed) as caught:
+        execute(fan, name="disk-full-child")
+    assert caught.value.reason == "not_stored" and caught.value.step == "forty_mib-0"
+    assert str(caught.value).startswith("child 'forty_mib-0': the database's disk is full: "
+                                        "cannot store its 40.0 MiB result")
+    assert sql("SELECT count(*) AS n FROM chunks")[0]["n"] == 0
+    record("badinput", "a child's 40 MiB result on a disk with 24 MiB free",
+           outcome=f"StepFailed: {caught.value}")
+
+    small_disk()
+    run("disk-full-child").retry_step("forty_mib-0")
+    assert [len(v) for v in execute(fan, name="disk-full-child").value] == [40 * MiB]

@@ -23,8 +23,8 @@ from typing import Any
 import psycopg
 
 from .. import codec
-from ..payload_codec import human_size
 from ..errors import DuplicateStepName, PayloadError, StoreError, Suspend, UsageError, ZartError
+from ..payload_codec import human_size
 from ..store import queries, results
 from ..store.connection import Store, redact
 from .model import Entry, Report
