@@ -27,6 +27,7 @@ import io
 import pickle
 import sys
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -118,10 +119,13 @@ def load(data: bytes | memoryview, source: ChunkSource, *, what: str = "payload"
     if codec.envelope_format(data) != codec.MANIFEST_FORMAT:
         return codec.decode(data, what=what)
     found = _checked_manifest(data, source, what)
-    chunks = _Chunks(source, what)
+    chunks = _Chunks(source, what, prefetch=True)
     main = _StreamReader(found.streams[0], chunks)
     buffers = _buffers(found.streams[1:], chunks)
-    return pickle.Unpickler(main, buffers=buffers).load()
+    try:
+        return pickle.Unpickler(main, buffers=buffers).load()
+    finally:
+        chunks.close()
 
 
 def streams(data: bytes | memoryview, source: ChunkSource, *,
@@ -372,29 +376,56 @@ def human_size(size: int) -> str:
 
 # -- reading -----------------------------------------------------------------------------
 class _Chunks:
-    """Verified chunks: fetched, checked against their manifest entry, decompressed."""
+    """Verified chunks: fetched, checked against their manifest entry, decompressed.
 
-    def __init__(self, source: ChunkSource, what: str) -> None:
+    With ``prefetch``, fetching and checking happen on a thread of their own, one chunk
+    ahead of the one being used: the server reads the next chunk while this process
+    decompresses or copies the current one. Only that thread uses the source until
+    ``close``.
+    """
+
+    AHEAD = 2  # chunks fetched ahead at most (their memory is the cost)
+
+    def __init__(self, source: ChunkSource, what: str, *, prefetch: bool = False) -> None:
         self.source = source
         self.what = what
         self._zstd = zstandard.ZstdDecompressor()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="zart-chunks") if prefetch else None
+        self._ahead: dict[bytes, Future[bytes]] = {}
 
-    def raw(self, chunk: Chunk) -> memoryview:
-        stored = self._fetch(chunk)
+    def close(self) -> None:
+        """Wait for the fetching thread to be done with the source."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._ahead.clear()
+
+    def raw(self, chunk: Chunk, following: Chunk | None = None) -> memoryview:
+        stored = self._fetch(chunk, following)
         if chunk.compression == RAW:
             return memoryview(stored)
         target = bytearray(chunk.raw_size)
         self._inflate(chunk, stored, memoryview(target))
         return memoryview(target)
 
-    def fill(self, chunk: Chunk, target: memoryview) -> None:
-        stored = self._fetch(chunk)
+    def fill(self, chunk: Chunk, target: memoryview, following: Chunk | None = None) -> None:
+        stored = self._fetch(chunk, following)
         if chunk.compression == RAW:
             target[:] = stored
         else:
             self._inflate(chunk, stored, target)
 
-    def _fetch(self, chunk: Chunk) -> bytes:
+    def _fetch(self, chunk: Chunk, following: Chunk | None) -> bytes:
+        """``chunk``'s verified stored bytes; ``following`` is fetched meanwhile."""
+        if self._pool is None:
+            return self._verified(chunk)
+        future = self._ahead.pop(chunk.hash, None) or self._pool.submit(self._verified, chunk)
+        if following is not None and following.hash not in self._ahead:
+            if len(self._ahead) >= self.AHEAD:
+                del self._ahead[next(iter(self._ahead))]  # a guess that was wrong
+            self._ahead[following.hash] = self._pool.submit(self._verified, following)
+        return future.result()
+
+    def _verified(self, chunk: Chunk) -> bytes:
         stored = self.source.fetch(chunk.hash)
         if stored is None:
             raise PayloadError(f"{self.what}: chunk {chunk.hash.hex()} is missing; refused")
@@ -422,16 +453,18 @@ class _StreamReader:
     """The main stream as the file the unpickler reads, one chunk in memory at a time."""
 
     def __init__(self, stream: Stream, chunks: _Chunks) -> None:
-        self._pending = iter(stream.chunks)
+        self._stream = stream.chunks
+        self._next = 0  # the index of the chunk to read next
         self._chunks = chunks
         self._data = memoryview(b"")
         self._at = 0
 
     def _advance(self) -> bool:
-        chunk = next(self._pending, None)
-        if chunk is None:
+        if self._next == len(self._stream):
             return False
-        self._data, self._at = self._chunks.raw(chunk), 0
+        chunk, self._next = self._stream[self._next], self._next + 1
+        following = self._stream[self._next] if self._next < len(self._stream) else None
+        self._data, self._at = self._chunks.raw(chunk, following), 0
         return True
 
     def readinto(self, target: Any) -> int:
@@ -476,11 +509,15 @@ class _StreamReader:
 
 def _buffers(streams: Sequence[Stream], chunks: _Chunks) -> Iterator[bytearray]:
     """Each out-of-band buffer in its final memory, read when the unpickler asks for it."""
+    order = [c for s in streams for c in s.chunks]  # to know which chunk follows
+    index = 0
     for stream in streams:
         target = bytearray(stream.raw_size)
         with memoryview(target) as view:
             at = 0
             for chunk in stream.chunks:
-                chunks.fill(chunk, view[at:at + chunk.raw_size])
+                index += 1
+                following = order[index] if index < len(order) else None
+                chunks.fill(chunk, view[at:at + chunk.raw_size], following)
                 at += chunk.raw_size
         yield target
