@@ -13,22 +13,23 @@ process's peak RSS (Linux VmHWM) during the operation, above its RSS after the i
 Figures are medians of 3 runs (1 with --quick); the stores are emptied before each
 checkpoint, so that nothing is found stored already. raw's checkpoint is slow for a
 reason of libpq's own, not the server's: sending one parameter of 232 MB costs the
-client about 11 s of CPU (raw_checkpoint_client_cpu_s), a cost that grows faster than
+client about 10 s of CPU (raw_checkpoint_client_cpu_s), a cost that grows faster than
 the value; zart sends chunks of 4 MiB.
 
 large_results_tuning: the same two values stored through ``zart_nb.store.results`` (a
 large payload's own transaction, no step) and read back, in one process, for chunk
 sizes of 1 to 16 MiB and zstd levels 1 and 3 (random data is stored raw: one level);
-medians of 3. What chose the defaults. Chunk size: 16 MiB chunks cost the most (libpq's
-sending cost grows faster than a parameter's size, the raw INSERT above shows it at its
-extreme), 1 to 8 MiB are within this shared machine's noise of each other; 4 MiB keeps a
+medians of 3. What chose the defaults. Chunk size: 4 MiB checkpoints and restores
+both values fastest or within noise of the fastest; 16 MiB costs the most on random
+data (libpq's sending cost grows faster than a parameter's size: the raw INSERT above
+shows it at its extreme), and 1 MiB means four times the statements; 4 MiB also keeps a
 3 GB result at 750 chunks and the memory beyond the value at a few chunks. Level: 3
-stores the frame about 18 % smaller than 1 but checkpoints it slower (up to twice as
-long) and restores it no faster; with the server this close, bytes cost less than the
-compressor's time, so level 1. Decompression runs at 600 to 700 MB/s at either level.
-The chunks table stores its data EXTERNAL (out of line, as is): with MAIN, PostgreSQL
-tries pglz on every chunk, which costs the server time on each write and finds little
-in what zstd left (the last rows: on_disk_mb against the EXTERNAL rows of 4 MiB).
+stores the frame 18 % smaller than 1 but checkpoints it about a third slower and
+restores it no faster; with the server this close, bytes cost less than the
+compressor's time, so level 1. The chunks table stores its data EXTERNAL (out of line,
+as is): with MAIN (the last rows), PostgreSQL tries pglz on every chunk, which made the
+frame's checkpoint about a third slower for 8 % less on disk, and saves nothing on
+random data.
 """
 
 from __future__ import annotations
