@@ -55,19 +55,34 @@ def cells(n: int, seconds: float, mb: int) -> list[str]:
     return out
 
 
+# The raw load: the same cells' pickles (the variables each checkpoint holds) kept in a
+# plain bytea column (STORAGE EXTERNAL, as large_results' raw side), one SELECT and
+# pickle.loads each. RAW_SETUP copies them there (pickled as zart-nb pickles them, by
+# cloudpickle), untimed, through zart-nb's own reads.
+RAW_SETUP = """
+import cloudpickle, psycopg
+from zart_nb.config import settings
+from zart_nb.store import journal, payloads, runs
+with psycopg.connect(settings().database_url, options=f"-c search_path={{settings().schema}}",
+                     autocommit=True) as conn:
+    conn.execute("CREATE TABLE IF NOT EXISTS raw_cells (name text PRIMARY KEY, data bytea)")
+    conn.execute("ALTER TABLE raw_cells ALTER COLUMN data SET STORAGE EXTERNAL")
+    conn.execute("TRUNCATE raw_cells")
+    generation = runs.get(conn, {run!r}).generation
+    for entry in journal.load(conn, {run!r}, generation):
+        record = payloads.value(conn, entry.result, entry.result_hash)
+        pickled = cloudpickle.dumps(record.get("groups") or (), protocol=5)
+        conn.execute("INSERT INTO raw_cells VALUES (%s, %s)", (entry.name, pickled))
+"""
 RAW_LOAD = """
 import pickle, time, psycopg
 import numpy, pandas, sklearn.linear_model  # imported before, as the notebook's first cell does
 from zart_nb.config import settings
-from zart_nb.store import journal, payloads, runs
 t0 = time.perf_counter()
 with psycopg.connect(settings().database_url, options=f"-c search_path={{settings().schema}}") as conn:
-    generation = runs.get(conn, {run!r}).generation
     loaded = {{}}
-    for entry in journal.load(conn, {run!r}, generation):
-        envelope = entry.result if entry.result is not None else payloads.read(conn, entry.result_hash)
-        record = pickle.loads(envelope[7 + envelope[6] + 32:])  # past the header and the HMAC
-        for names, values in record.get("groups") or ():
+    for (data,) in conn.execute("SELECT data FROM raw_cells", binary=True):
+        for names, values in pickle.loads(data):
             loaded.update(zip(names, values))
 raw_seconds = time.perf_counter() - t0
 """
@@ -184,6 +199,7 @@ def notebook_restore(ctx: Context) -> Figures:
             durable.close()
         raw = Kernel(env)
         try:
+            raw.execute(RAW_SETUP.format(run=run))
             raw.execute(RAW_LOAD.format(run=run))
             raw_loads.append(raw.value("raw_seconds"))
         finally:

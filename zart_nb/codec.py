@@ -4,7 +4,10 @@ Layout (all before the pickle is touched)::
 
     b"ZNB" | format version (1 byte) | python major, minor (2 bytes)
           | len(cloudpickle version) (1 byte) | cloudpickle version (ascii)
-          | HMAC-SHA256 over header + body (32 bytes) | body (the pickle)
+          | HMAC-SHA256 over header + body (32 bytes) | body
+
+Format 1: the body is the whole pickle. Format 2: the body is the manifest of a large
+payload stored in chunks (``zart_nb.manifest``); the same header and signature cover it.
 
 A payload is unpickled only after its signature checked out with the installation's
 secret, and only by the Python major.minor that wrote it: cloudpickle promises
@@ -31,15 +34,19 @@ from .config import settings
 from .errors import PayloadError, UsageError
 
 MAGIC = b"ZNB"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # the body is the whole pickle
+MANIFEST_FORMAT = 2  # the body lists the chunks of a large payload (zart_nb.manifest)
 _PY = bytes([sys.version_info.major, sys.version_info.minor])
 _CP = cloudpickle.__version__.encode("ascii")
 _HEADER = MAGIC + bytes([FORMAT_VERSION]) + _PY + bytes([len(_CP)]) + _CP
+_MANIFEST_HEADER = MAGIC + bytes([MANIFEST_FORMAT]) + _PY + bytes([len(_CP)]) + _CP
 _MAC_SIZE = 32
 _ONE_SHOT = 64 * 1024
 _PROTOCOL = 5
-# PostgreSQL keeps at most 1 GiB in one bytea value (and in one protocol message): a
-# larger payload would make the server drop the connection mid-write.
+# A payload stored whole (arguments, a run's input, events, errors, step-cell variables)
+# is one bytea value, and PostgreSQL keeps at most 1 GiB in one value (and in one
+# protocol message): a larger one would make the server drop the connection mid-write.
+# Results have no such limit: a large one is stored in chunks (zart_nb.payload_codec).
 MAX_PAYLOAD = (1 << 30) - (1 << 20)
 
 _key_cache: dict[str, bytes] = {}
@@ -110,8 +117,10 @@ def seal_pickle(body: bytes, *, what: str = "value", owner: str = "") -> bytes:
     return seal(body)
 
 
-def seal(body: bytes) -> bytes:
-    return b"".join((_HEADER, _mac(_HEADER, body), body))
+def seal(body: bytes, fmt: int = FORMAT_VERSION) -> bytes:
+    """``body`` behind the header of format ``fmt`` and its signature."""
+    header = _HEADER if fmt == FORMAT_VERSION else _MANIFEST_HEADER
+    return b"".join((header, _mac(header, body), body))
 
 
 PICKLED_BY = (sys.version_info.major, sys.version_info.minor, cloudpickle.__version__)
@@ -135,14 +144,25 @@ def decode(data: bytes | memoryview, *, what: str = "payload") -> Any:
     return pickle.loads(open_envelope(data, what=what))
 
 
-def open_envelope(data: bytes | memoryview, *, what: str = "payload") -> memoryview:
-    """The verified pickle inside ``data``; raises PayloadError before any unpickling."""
+def envelope_format(data: bytes | memoryview) -> int | None:
+    """The format byte of a zart-nb payload (before any check), None when it is not one."""
+    if len(data) < len(MAGIC) + 4 or bytes(data[:3]) != MAGIC:
+        return None
+    return data[3]
+
+
+def open_envelope(data: bytes | memoryview, *, what: str = "payload",
+                  fmt: int = FORMAT_VERSION) -> memoryview:
+    """The verified body of format ``fmt`` inside ``data``; raises PayloadError before
+    any unpickling."""
     view = memoryview(data)
-    if len(view) < len(MAGIC) + 4 or bytes(view[:3]) != MAGIC:
+    found = envelope_format(view)
+    if found is None:
         raise PayloadError(f"{what}: not a zart-nb payload (unsigned); refused")
-    if view[3] != FORMAT_VERSION:
-        raise PayloadError(f"{what}: payload format {view[3]} is not known to this zart-nb "
-                           f"(format {FORMAT_VERSION}); refused")
+    if found != fmt:
+        known = "known to" if found in (FORMAT_VERSION, MANIFEST_FORMAT) else "not known to"
+        raise PayloadError(f"{what}: payload format {found} is {known} this zart-nb "
+                           f"but not expected here (format {fmt}); refused")
     cp_len = view[6]
     header_end = 7 + cp_len
     if len(view) < header_end + _MAC_SIZE:

@@ -8,6 +8,7 @@
 ``ZART_LEASE_SECONDS``     run and child leases (default 30); heartbeats every third
 ``ZART_WORKERS``           size of the local worker pool a waiting body starts (default 2)
 ``ZART_NAMESPACE``         the worker namespace children are queued under (default ``default``)
+``ZART_MAX_RESULT_BYTES``  refuse results that pickle to more bytes than this (default: none)
 ``ZART_EXECUTOR``          where waiting bodies run their children by default (see below);
                            unset or ``off``: zart-nb's workers (the PostgreSQL queue)
 =========================  ==========================================================
@@ -74,6 +75,7 @@ class Settings:
     workers: int = 2
     namespace: str = "default"
     executor: ExecutorSpec | None = None
+    max_result_bytes: int | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +91,7 @@ class Settings:
             workers=_number(env, "ZART_WORKERS", 2, int),
             namespace=env.get("ZART_NAMESPACE") or "default",
             executor=parse_executor(env["ZART_EXECUTOR"]) if env.get("ZART_EXECUTOR") else None,
+            max_result_bytes=_number(env, "ZART_MAX_RESULT_BYTES", 0, int) or None,
         )
 
     def evolve(self, **changes: Any) -> Settings:

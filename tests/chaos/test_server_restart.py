@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from tests.helpers import until
@@ -85,3 +86,41 @@ def test_server_down_for_10_s_mid_run(own_server, tmp_path):
     figures = server_restart(own_server, tmp_path, steps=60, stop_after=25, down_s=10.0)
     assert figures["behaviour"] == "failed"
     record("server", "restart_long", **figures)
+
+
+def writing_chunks(url: str) -> bool:
+    """Whether a session is inside the transaction that writes a large result's chunks."""
+    with psycopg.connect(url) as conn:
+        return conn.execute("SELECT count(*) FROM pg_stat_activity "
+                            "WHERE query LIKE 'INSERT INTO chunks%%'").fetchone()[0] > 0
+
+
+def test_a_server_stopped_while_a_large_result_is_written_keeps_no_chunk_of_it(own_server,
+                                                                             tmp_path):
+    home, url = own_server
+    log = tmp_path / "effects.log"
+    body = spawn_body("large", "large-through-restart", log, "--mb", "600",
+                      env=body_env(home, url))
+    until(lambda: body.poll() is not None or writing_chunks(url), 60, "chunks being written")
+    embedded.stop(home)
+    _, stderr = body.communicate(timeout=120)
+    assert body.returncode != 0
+    message = [ln for ln in stderr.strip().splitlines() if ln.strip()][-1]
+    assert message.startswith("zart_nb.StoreError: step 'blob': lost the database "), stderr[-3000:]
+    assert "while storing its 600.0 MiB result" in message, message
+
+    url_again = embedded.server_url(home)
+    with psycopg.connect(url_again, options="-c search_path=zart") as conn:
+        def count(query: str) -> int:
+            return conn.execute(query).fetchone()[0]
+
+        assert count("SELECT count(*) FROM chunks") == 0
+        assert count("SELECT count(*) FROM payload_chunks pc WHERE NOT EXISTS "
+                     "(SELECT 1 FROM chunks c WHERE c.hash = pc.chunk)") == 0
+        assert count("SELECT count(*) FROM steps WHERE status = 'completed'") == 0
+    resumed = finish(spawn_body("large", "large-through-restart", log, "--mb", "600",
+                                env=body_env(home, url_again)))
+    assert resumed["result"] == 600 << 20
+    assert executions(log_records(log))["blob"] == 2  # the step in flight ran again
+    record("server", "a large result being written", message=message,
+           behaviour="failed; nothing of the result kept; executed again, stored")

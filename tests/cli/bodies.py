@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from zart_nb import durable, step
 
 
@@ -41,6 +43,16 @@ def value(v):
 @durable("cli-blob")
 def big(fill: bytes) -> int:
     return len(blob(fill, 20_000))
+
+
+@step("noise")
+def noise(seed: int) -> bytes:
+    return random.Random(seed).randbytes(9 << 20)  # over 4 MiB: in chunks, raw (incompressible)
+
+
+@durable("cli-large")
+def large(seed: int) -> int:
+    return len(noise(seed))
 
 
 def failed_run(run_id: str) -> None:

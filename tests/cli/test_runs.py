@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
+import pandas as pd
+
+from tests.frames import sample_frame
 from zart_nb import run
 
 from .bodies import failed_run, summing, value
@@ -127,3 +131,40 @@ def test_event_send_once_then_already_sent(zart_env, sql):
 
     assert_one_line_error(zart("event", "send", "ev", "approve"), 2, "already sent")
     assert zart("event", "send", "ev", "other", "--json", "{nope").code == 2
+
+
+def test_result_out_streams_a_large_result_without_unpickling_it(zart_env, tmp_path):
+    frame = sample_frame(200_000)
+    cases = {
+        "x-frame": (frame, "pickle"),
+        "x-bytes": (bytes(range(256)) * 40_000, "bytes"),  # 10 MB: in chunks, in band
+        "x-bytearray": (bytearray(b"\x01\x02") * 3_000_000, "bytes"),  # out of band
+        "x-str": ("é" * 3_000_000, "str"),
+        "x-tuple": ((b"\x00" * 5_000_000, 7), "pickle"),  # starts like a bytes result
+        "x-small": ({"a": np.arange(3)}, "pickle"),
+    }
+    for run_id, (stored, kind) in cases.items():
+        value(stored, run_id=run_id)
+        out = tmp_path / f"{run_id}.out"
+        done = zart("runs", "result", run_id, "--out", str(out))
+        assert done.code == 0, done
+        assert f"({kind}) to {out}" in done.err
+        data = out.read_bytes()
+        if kind == "pickle":
+            back = pickle.loads(data)  # plain pickle, buffers in band
+            if isinstance(stored, pd.DataFrame):
+                pd.testing.assert_frame_equal(back, stored)
+            elif run_id == "x-small":
+                np.testing.assert_array_equal(back["a"], stored["a"])
+            else:
+                assert back == stored
+        else:
+            assert data == (stored.encode() if kind == "str" else bytes(stored))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(f"{r}.out" for r in cases)
+
+
+def test_result_out_of_a_failed_run_writes_no_file(zart_env, tmp_path):
+    failed_run("fail-out")
+    out = tmp_path / "never.out"
+    assert_one_line_error(zart("runs", "result", "fail-out", "--out", str(out)), 1, "failed")
+    assert list(tmp_path.iterdir()) == []

@@ -50,13 +50,18 @@ class Node:
 
 
 def frame() -> pd.DataFrame:
+    # strings stored by Python whether or not pyarrow is installed (pandas' default storage
+    # follows it), as in the golden pickle
+    text = pd.StringDtype("python", na_value=np.nan)
+    columns = ["id", "price", "sku", "kind", "at", "n"]
     return pd.DataFrame({
         "id": np.arange(8, dtype=np.int64), "price": np.linspace(0.5, 4.0, 8),
-        "sku": [f"sku-{i % 3}" for i in range(8)],
-        "kind": pd.Categorical(["x", "y", "x", "z", "y", "x", "z", "x"]),
+        "sku": pd.array([f"sku-{i % 3}" for i in range(8)], dtype=text),
+        "kind": pd.Categorical(["x", "y", "x", "z", "y", "x", "z", "x"],
+                               categories=pd.Index(["x", "y", "z"], dtype=text)),
         "at": pd.date_range("2024-03-30", periods=8, freq="h", tz="Europe/Paris"),
         "n": pd.array([1, None, 3, 4, 5, None, 7, 8], dtype="Int64"),
-    })
+    }, columns=pd.Index(columns, dtype=text))
 
 
 def cycle() -> Node:

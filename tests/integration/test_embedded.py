@@ -52,7 +52,7 @@ def test_two_processes_on_an_empty_home_share_one_server_and_one_schema(home):
     assert [r["postmaster"] for r in results] == [postmaster, postmaster]
     with psycopg.connect(embedded.server_url(home)) as conn:
         rows = conn.execute("SELECT version, count(*) FROM zart.schema_migrations "
-                            "GROUP BY version").fetchall()
+                            "GROUP BY version ORDER BY version").fetchall()
     assert rows == [(m.version, 1) for m in migrations()]
 
 

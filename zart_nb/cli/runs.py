@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -191,7 +190,7 @@ def retry_step_cmd(run_id: str, step: str) -> None:
 @click.argument("run_id")
 @click.option("--out", type=click.Path(dir_okay=False, writable=True, path_type=Path),
               metavar="FILE", help="Write the value to FILE instead of printing its repr: bytes "
-              "as they are, str as UTF-8, anything else pickled.")
+              "as they are, str as UTF-8, anything else as a pickle; streamed, never unpickled.")
 @click.option("--wait", type=click.FloatRange(min=0), metavar="SECONDS",
               help="Wait up to SECONDS for a run that has not ended.")
 def result_cmd(run_id: str, out: Path | None, wait: float | None) -> None:
@@ -203,23 +202,16 @@ def result_cmd(run_id: str, out: Path | None, wait: float | None) -> None:
             raise CliError(f"run {run_id!r} is {status} and has no result yet "
                            "(--wait SECONDS to wait for it)", 1)
     try:
-        value = run.result(timeout=wait)
+        if out is None:
+            click.echo(repr(run.result(timeout=wait)))
+            return
+        partial = out.with_name(f".{out.name}.partial")  # FILE appears whole, or not at all
+        try:
+            with partial.open("wb") as file:
+                kind = run.save_result(file, timeout=wait)
+            partial.replace(out)
+        finally:
+            partial.unlink(missing_ok=True)
     except TimeoutError as exc:
         raise CliError(str(exc), 1) from None
-    if out is None:
-        click.echo(repr(value))
-        return
-    out.write_bytes(_raw(value))
-    click.echo(f"wrote the result of run {run_id!r} ({type(value).__name__}) to {out}", err=True)
-
-
-def _raw(value: Any) -> bytes:
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return bytes(value)
-    if isinstance(value, str):
-        return value.encode("utf-8")
-    try:
-        return pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    except Exception as exc:  # pickle raises many types for the unpicklable
-        raise CliError(f"the result ({type(value).__name__}) cannot be pickled with pickle: "
-                       f"{exc}; print its repr instead (no --out)", 1) from None
+    click.echo(f"wrote the result of run {run_id!r} ({kind}) to {out}", err=True)

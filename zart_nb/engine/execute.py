@@ -44,7 +44,7 @@ from ..store import payloads
 from ..store import runs as runs_db
 from ..store.connection import Store, get_store
 from ..store.notify import listener
-from ..store.records import Claim, Owner, RunRow, StoredBody
+from ..store.records import Claim, Owner, Placed, RunRow, StoredBody
 from ..store.sql import Connection
 from .effects import Call, Io, Notified, Settle, Steps, adrive, drive
 from .execution import Execution, encode_error, executing, one_line
@@ -347,7 +347,8 @@ def _run_body(store: Store, conn: Connection, request: RunRequest, who: Owner, *
                     raise
                 value = yield Call(request.on_failure, (_input_of(request.args, request.kwargs),
                                                         exc))
-            placed, unstored = _placed_result(request, value)
+            # off the event loop: a large result is written in chunks now
+            placed, unstored = yield Io(_placed_result, store, request, value)
             yield Io(_finish, ex, "completed", placed)
         return BodyResult(request.run_id, value, ex.report, unstored=unstored)
     except Suspend as stop:
@@ -390,18 +391,19 @@ def _input_of(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
     return (args, kwargs)
 
 
-def _placed_result(request: RunRequest, value: Any) -> tuple[payloads.Placed, str | None]:
-    """The run's result encoded once, and why it was not (``result_optional``)."""
+def _placed_result(store: Store, request: RunRequest,
+                   value: Any) -> tuple[Placed, str | None]:
+    """The run's result encoded once (a large one stored in chunks now), and why it was
+    not (``result_optional``)."""
     try:
-        encoded = codec.encode(value, what="result", owner=f"run {request.run_id!r}")
+        return payloads.encode(store, value, what="result", owner=f"run {request.run_id!r}"), None
     except PayloadError as exc:
         if not request.result_optional:
             raise
         return payloads.place(codec.encode(None, what="result")), str(exc)
-    return payloads.place(encoded), None
 
 
-def _finish(ex: Execution, status: str, result: payloads.Placed | None = None,
+def _finish(ex: Execution, status: str, result: Placed | None = None,
             error: BaseException | None = None) -> None:
     placed = result
     with ex.lock:
@@ -441,10 +443,7 @@ def stored_outcome(conn: Connection, row: RunRow) -> Any:
     """The value of an ended run, or its error raised."""
     what = f"run {row.run_id!r}"
     if row.status == "completed":
-        data = row.result if row.result_hash is None else payloads.read(conn, row.result_hash)
-        if data is None:
-            raise PayloadError(f"result of {what}: its payload is missing")
-        return codec.decode(data, what=f"result of {what}")
+        return payloads.value(conn, row.result, row.result_hash, what=f"result of {what}")
     error: BaseException | None = None
     if row.error_payload is not None:
         try:

@@ -29,10 +29,11 @@ from .. import codec
 from ..errors import CodeChanged, DuplicateStepName, PayloadError, StoreError, Suspend, ZartError
 from ..frames import call_site, format_users_traceback
 from ..names import check_name
+from ..payload_codec import human_size
 from ..store import journal as journal_db
 from ..store import payloads
 from ..store import runs as runs_db
-from ..store.connection import Store
+from ..store.connection import Store, redact
 from ..store.journal import Completion
 from ..store.records import JournalEntry, Owner, StepFailure
 from ..store.sql import Connection
@@ -220,15 +221,15 @@ class Execution:
         return self.stored_value(entry.result, entry.result_hash, f"result of step {entry.name!r}")
 
     def stored_value(self, inline: bytes | None, digest: bytes | None, what: str) -> Any:
-        if digest is not None:
-            with self.lock:
-                inline = payloads.read(self.conn, digest)
-            if inline is None:
-                raise PayloadError(f"{what}: payload {digest.hex()} of run {self.run_id!r} is missing")
-        if inline is None:
-            raise PayloadError(f"{what}: nothing was stored")
+        """A stored value: inline (the replay path: no query), or read from the payloads,
+        whole or chunk after chunk."""
         try:
-            return codec.decode(inline, what=what)
+            if digest is None:
+                if inline is None:
+                    raise PayloadError(f"{what}: nothing was stored")
+                return codec.decode(inline, what=what)
+            with self.lock:
+                return payloads.value(self.conn, inline, digest, what=what)
         except PayloadError as exc:
             raise PayloadError(str(exc)) from None  # named above; no driver frames
 
@@ -259,7 +260,7 @@ class Execution:
                    args_fp: bytes | None, attempt: int, max_attempts: int,
                    started_at: datetime | None) -> Completion:
         """``value`` encoded as the step's result (PayloadError when it won't pickle)."""
-        placed = payloads.place(codec.encode(value, what="result", owner=f"step {name!r}"))
+        placed = payloads.encode(self.store, value, what="result", owner=f"step {name!r}")
         return Completion(name, kind, seq, code_fp, args_fp, placed, attempt, max_attempts,
                           started_at)
 
@@ -272,7 +273,17 @@ class Execution:
                                               max_attempts=max_attempts, started_at=started_at))
 
     def write_completion(self, done: Completion) -> None:
-        if not self._write(f"step {done.name!r}", journal_db.complete, self.who, done):
+        try:
+            written = self._write(f"step {done.name!r}", journal_db.complete, self.who, done)
+        except StoreError as exc:
+            if exc.sqlstate != payloads.DISK_FULL:
+                raise
+            raise StoreError(
+                f"run {self.run_id!r}: the database's disk is full: cannot store the "
+                f"{human_size(done.value.size)} result of step {done.name!r}; free space on "
+                f"the server {redact(self.store.dsn)}, then execute it again",
+                sqlstate=exc.sqlstate) from exc.__cause__
+        if not written:
             raise Suspend(f"run {self.run_id!r} is no longer owned by this process")
 
     def write_completions(self, done: list[Completion]) -> None:

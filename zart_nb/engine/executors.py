@@ -32,10 +32,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import codec
-from ..errors import PayloadError, Suspend, UsageError, ZartError
+from ..errors import PayloadError, StoreError, Suspend, UsageError, ZartError
+from ..store import payloads
 from ..store import queue as queue_db
 from ..store.notify import listener
-from ..store.records import ChildResult, ChildTask
+from ..store.records import ChildResult, ChildTask, Placed
 from . import attempts, remote
 from .attempts import Verdict
 from .backends import Backend
@@ -65,7 +66,7 @@ class Came:
 
     task: ChildTask
     value: Any = None
-    sealed: bytes | None = None
+    stored: Placed | None = None  # the result, placed (a large one in chunks already)
     verdict: Verdict | None = None
     traceback: str = ""
 
@@ -242,25 +243,28 @@ class Driver:
         except Exception as exc:  # a class this process cannot import
             return Came(task, verdict=attempts.framework(task.name, (
                 f"{owner}: its result cannot be loaded here: {one_line(exc)}"), "not_loadable"))
+        store = self.ex.store
         try:
-            sealed = (codec.seal_pickle(data, what="result", owner=owner)
+            stored = (payloads.encode_pickle(store, data, what="result", owner=owner)
                       if tuple(pickled_by) == codec.PICKLED_BY
-                      else codec.encode(value, what="result", owner=owner))
+                      else payloads.encode(store, value, what="result", owner=owner))
         except PayloadError as exc:
             return Came(task, verdict=attempts.framework(task.name, str(exc), "not_picklable"))
-        return Came(task, value=value, sealed=sealed)
+        except StoreError as exc:  # the database did not take it (a full disk)
+            return Came(task, verdict=attempts.framework(task.name, str(exc), "not_stored"))
+        return Came(task, value=value, stored=stored)
 
     def conclude(self, came: list[Came], *, settle: bool = True) -> None:
         """Commit what came back, then settle it: results in one statement, failures
         recorded (back in the queue when they will be tried again)."""
         if not came:
             return
-        results = [c for c in came if c.verdict is None and c.sealed is not None]
+        results = [c for c in came if c.verdict is None and c.stored is not None]
         failures = [c for c in came if c.verdict is not None]
         with self.ex.lock:
             if results:
                 written = set(queue_db.complete(self.ex.conn, self.worker, [
-                    ChildResult(c.task, c.sealed or b"") for c in results]))
+                    ChildResult(c.task, c.stored) for c in results if c.stored is not None]))
                 if len(written) < len(results):
                     raise Suspend(f"run {self.ex.run_id!r}: another process took over its "
                                   "children (this one lost the run)")

@@ -11,10 +11,10 @@ import functools
 import math
 import time
 from collections.abc import Callable
-from typing import Any, overload
+from typing import Any, BinaryIO, overload
 
 from .. import codec
-from ..errors import PayloadError, RunBusy, RunNotFound, UsageError
+from ..errors import RunBusy, RunNotFound, UsageError
 from ..names import check_name
 from ..store import events as events_db
 from ..store import journal as journal_db
@@ -22,7 +22,7 @@ from ..store import payloads
 from ..store import runs as runs_db
 from ..store.connection import Store, get_store
 from ..store.notify import listener
-from ..store.records import StoredBody
+from ..store.records import RunRow, StoredBody
 from . import hooks
 from .execute import BodyResult, RunRequest, detach, execute, execute_async, stored_outcome
 from .lane import is_async_callable
@@ -197,6 +197,24 @@ class Run:
 
     def result(self, timeout: float | None = None) -> Any:
         """The run's result once it ended (waiting up to ``timeout`` s); raises RunFailed."""
+        row = self._ended(timeout)
+        with self.store.connection() as conn:
+            return stored_outcome(conn, row)
+
+    def save_result(self, out: BinaryIO, timeout: float | None = None) -> str:
+        """Write the run's result to ``out`` without unpickling it, once it ended: a
+        ``bytes`` result as its bytes, a ``str`` as UTF-8, anything else as a pickle with
+        its buffers in band. Returns which (``bytes``, ``str``, ``pickle``); raises
+        RunFailed."""
+        row = self._ended(timeout)
+        with self.store.connection() as conn:
+            if row.status != "completed":
+                stored_outcome(conn, row)  # raises the run's failure
+            return payloads.export(conn, row.result, row.result_hash, out,
+                                   what=f"result of run {self.run_id!r}")
+
+    def _ended(self, timeout: float | None) -> RunRow:
+        """The run's row once it ended, waiting up to ``timeout`` s (TimeoutError)."""
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float))
                                     or math.isnan(timeout) or timeout < 0):
             raise UsageError(f"Run.result: timeout must be a number of seconds >= 0, not {timeout!r}")
@@ -206,10 +224,10 @@ class Run:
             token = notes.token(self.run_id)
             with self.store.connection() as conn:
                 row = runs_db.get(conn, self.run_id)
-                if row is None:
-                    raise self._missing()
-                if row.status in TERMINAL_STATUSES:
-                    return stored_outcome(conn, row)
+            if row is None:
+                raise self._missing()
+            if row.status in TERMINAL_STATUSES:
+                return row
             left = 5.0 if deadline is None else deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"run {self.run_id!r} is still {row.status} after {timeout} s")
@@ -223,13 +241,8 @@ class Run:
             row = journal_db.step(conn, self.run_id, name)
             if row is None:
                 raise UsageError(f"run {self.run_id!r} has no step {name!r}")
-            data = row.result
-            if row.status == "completed" and row.result_hash is not None:
-                data = payloads.read(conn, row.result_hash)
-        if row.status == "completed":
-            if data is None:
-                raise PayloadError(f"result of {what}: its payload is missing")
-            return codec.decode(data, what=f"result of {what}")
+            if row.status == "completed":
+                return payloads.value(conn, row.result, row.result_hash, what=f"result of {what}")
         if row.status == "failed" and row.error_payload is not None:
             raise codec.decode(row.error_payload, what=f"error of {what}")
         raise UsageError(f"{what} is {row.status}, not completed")

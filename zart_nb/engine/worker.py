@@ -37,12 +37,13 @@ from ..config import configure, settings
 from ..errors import PayloadError, StepFailed, StoreError, UsageError
 from ..frames import format_users_traceback
 from ..store import journal as journal_db
+from ..store import payloads
 from ..store import queue as queue_db
 from ..store import runs as runs_db
 from ..store.connection import Store, get_store
 from ..store.notify import WORK_CHANNEL, Listener, listener
 from ..store.reconnect import Backoff, Link
-from ..store.records import ChildResult, ChildTask, StoredBody
+from ..store.records import ChildResult, ChildTask, Placed, StoredBody
 from ..store.sql import Connection, lost
 from . import attempts
 from .execute import HOST, execute_claimed, new_owner
@@ -65,7 +66,7 @@ BATCH_PER_SLOT = 64
 @dataclass
 class _Done:
     row: ChildTask
-    data: bytes | None = None  # the encoded result when the child succeeded
+    stored: Placed | None = None  # the result when the child succeeded (placed, stored)
     error: BaseException | None = None
     error_kind: str = "business"
     cause: BaseException | None = None
@@ -294,11 +295,14 @@ class Worker:
         seconds = time.monotonic() - started
         self._avg_seconds = 0.8 * self._avg_seconds + 0.2 * seconds
         try:
-            data = codec.encode(value, what="result", owner=f"child {name!r}")
+            stored = payloads.encode(self.store, value, what="result", owner=f"child {name!r}")
         except PayloadError as exc:
             return _Done(row, error=StepFailed(str(exc), step=name, reason="not_picklable"),
                          error_kind="framework")
-        return _Done(row, data=data, seconds=seconds)
+        except StoreError as exc:  # the database did not take it (a full disk): not committed
+            return _Done(row, error=StepFailed(str(exc), step=name, reason="not_stored"),
+                         error_kind="framework")
+        return _Done(row, stored=stored, seconds=seconds)
 
     def _next_retry_in(self, conn: Connection) -> float:
         seconds = queue_db.next_retry_in(conn, self.namespace)
@@ -316,8 +320,8 @@ class Worker:
         commit wrote nothing. Each outcome is fenced by this worker's latest claim of
         its child; one whose child was taken over is dropped."""
         mine = [d for d in finished if _key(d.row) in self._held]
-        results = [ChildResult(self._held[_key(d.row)], d.data) for d in mine
-                   if d.error is None and d.data is not None]
+        results = [ChildResult(self._held[_key(d.row)], d.stored) for d in mine
+                   if d.error is None and d.stored is not None]
         failures = [attempts.record(
             self._held[_key(d.row)], attempts.Verdict(d.error, d.error_kind, d.cause, d.retry_at),
             format_users_traceback(d.cause or d.error)) for d in mine if d.error is not None]

@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from . import sql
-from .payloads import Placed
-from .records import Attempt, JournalEntry, Owner, StepFailure, StepRow, StepSummary
+from .records import Attempt, JournalEntry, Owner, Placed, StepFailure, StepRow, StepSummary
 from .sql import Connection
 
 LOAD = sql.query("load_journal")
@@ -66,7 +65,7 @@ def complete(conn: Connection, who: Owner, done: Completion) -> bool:
 def complete_many(conn: Connection, who: Owner, done: list[Completion]) -> bool:
     """Commit the results of several steps in one statement (names distinct); False when
     ``who`` no longer owns the run: none was written."""
-    payloads = {d.value.hash: d.value.data for d in done if d.value.hash is not None}
+    payloads = {d.value.hash: d.value.data for d in done if d.value.data is not None}
     written = sql.rowcount(conn, COMPLETE_MANY, {
         "run_id": who.run_id, "generation": who.generation, "owner": who.owner,
         "names": [d.name for d in done], "kinds": [d.kind for d in done],

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from . import sql
-from .payloads import place
 from .records import ChildFailure, ChildOutcome, ChildResult, ChildTask, NewChild, Owner
 from .sql import Connection
 
@@ -70,7 +69,7 @@ def requeue_expired(conn: Connection, lease: float) -> None:
 def complete(conn: Connection, worker: str, results: list[ChildResult]) -> list[str]:
     """Commit a batch of results at once, each for the attempt that produced it; a child
     another worker claimed since is left alone (the names of those written)."""
-    placed = [place(r.data) for r in results]
+    placed = [r.value for r in results]
     claimed = [r.claimed for r in results]
     return sql.column(conn, COMPLETE, {
         "worker": worker,
@@ -79,8 +78,8 @@ def complete(conn: Connection, worker: str, results: list[ChildResult]) -> list[
         "code_fps": [c.code_fp for c in claimed], "args_fps": [c.args_fp for c in claimed],
         "results": [p.inline for p in placed],
         "hashes": [p.hash for p in placed], "sizes": [p.size for p in placed],
-        "payload_hashes": [p.hash for p in placed if p.hash is not None],
-        "payload_data": [p.data for p in placed if p.hash is not None]})
+        "payload_hashes": [p.hash for p in placed if p.data is not None],
+        "payload_data": [p.data for p in placed if p.data is not None]})
 
 
 def fail(conn: Connection, worker: str, failure: ChildFailure) -> int:

@@ -32,6 +32,19 @@ class JournalEntry(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Placed:
+    """An encoded value placed for a row: ``inline`` bytes, or ``hash`` plus the ``data``
+    to insert into payloads (ON CONFLICT DO NOTHING: identical content is stored once),
+    or ``hash`` alone: a large result's manifest, stored already. ``size``: bytes of the
+    value's pickle."""
+
+    inline: bytes | None
+    hash: bytes | None
+    data: bytes | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
 class Owner:
     """Who executes which generation of a run: every journal write is fenced by it."""
 
@@ -219,7 +232,7 @@ class ChildResult:
     """A worker's successful child, to commit for the attempt ``claimed``."""
 
     claimed: ChildTask
-    data: bytes  # the encoded result
+    value: Placed  # the encoded result, placed
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,3 +305,11 @@ class GcCounts:
     runs: int
     steps: int
     payloads: int
+
+
+@dataclass(frozen=True, slots=True)
+class GcPreview:
+    runs: int
+    steps: int
+    payloads: int
+    chunks: int

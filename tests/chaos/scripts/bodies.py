@@ -10,6 +10,7 @@ and prints one JSON line (result, attached, report) on success:
 - ``seq``: ``--steps`` sequential steps, each taking ``--step-ms`` milliseconds; the
   body (not the step) writes ``done NAME`` after each step returned, so that a test
   knows which completions the body saw committed.
+- ``large``: one step ``blob`` returning ``--mb`` MiB of random bytes (stored in chunks).
 
 Every execution of a step or a child appends ``NAME ATTEMPT PID`` to LOG *before* it
 returns (O_APPEND, one write: lines of processes never mix): the side effects that the
@@ -121,9 +122,21 @@ def seq_expected(steps: int) -> int:
     return sum(i + 1 for i in range(steps))
 
 
+# -- one large result ------------------------------------------------------------------------
+@step("blob")
+def blob(log, mb):
+    _effect(log)
+    return os.urandom(mb << 20)  # incompressible: a few seconds to store
+
+
+@durable("chaos-large")
+def large(log, mb):
+    return len(blob(log, mb))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["mixed", "fan", "seq"])
+    parser.add_argument("mode", choices=["mixed", "fan", "seq", "large"])
     parser.add_argument("run_id")
     parser.add_argument("log")
     parser.add_argument("--steps", type=int, default=50)
@@ -131,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--children", type=int, default=10)
     parser.add_argument("--child-ms", type=float, default=0.0)
     parser.add_argument("--step-ms", type=float, default=50.0)
+    parser.add_argument("--mb", type=int, default=400)
     args = parser.parse_args(argv)
     if args.mode == "mixed":
         outcome = mixed.execute((args.log, args.steps, args.blocks, args.children),
                                 run_id=args.run_id)
     elif args.mode == "fan":
         outcome = fan.execute((args.log, args.children, args.child_ms), run_id=args.run_id)
+    elif args.mode == "large":
+        outcome = large.execute((args.log, args.mb), run_id=args.run_id)
     else:
         outcome = seq.execute((args.log, args.steps, args.step_ms), run_id=args.run_id)
     print(json.dumps({"result": outcome.value, "attached": outcome.attached,

@@ -84,7 +84,7 @@ WHERE run_id = %(run_id)s AND owner = %(owner)s AND status IN ('running', 'waiti
 -- The body ended: store its result or error and give up ownership.
 WITH payload AS (
     INSERT INTO payloads (hash, data, size)
-    SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(hash)s::bytea IS NOT NULL
+    SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(data)s::bytea IS NOT NULL
     ON CONFLICT (hash) DO NOTHING
 )
 UPDATE runs
@@ -200,11 +200,12 @@ UPDATE runs SET inflight_step = %(name)s, inflight_attempt = %(attempt)s::intege
 FROM cfg WHERE run_id = %(run_id)s AND owner = %(owner)s
 
 -- name: complete_step
--- Commit a step's result, inline or (with hash) once per content in payloads, in one
--- round trip; only while this process still owns the run and it is not cancelled.
+-- Commit a step's result, inline or (with hash and data) once per content in payloads,
+-- in one round trip; a hash without data names a large result's manifest, stored just
+-- before. Only while this process still owns the run and it is not cancelled.
 WITH payload AS (
     INSERT INTO payloads (hash, data, size)
-    SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(hash)s::bytea IS NOT NULL
+    SELECT %(hash)s::bytea, %(data)s::bytea, length(%(data)s::bytea) WHERE %(data)s::bytea IS NOT NULL
     ON CONFLICT (hash) DO NOTHING
 )
 INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, code_fp, args_fp, result,
@@ -318,10 +319,44 @@ SELECT set_config('synchronous_commit', %(value)s, false)
 -- ========================================================================= payloads
 
 -- name: get_payload
--- A large result, by its content hash.
+-- A large result, by its content hash: the whole envelope, or the manifest of its chunks.
 SELECT data FROM payloads WHERE hash = %(hash)s
 
--- ============================================================================ queue
+-- name: commit_without_flush
+-- The transaction writing a large payload's chunks commits without waiting for the WAL
+-- flush: the step commit naming its manifest comes later and waits for it, and the WAL
+-- is flushed in order.
+SELECT set_config('synchronous_commit', 'off', true)
+
+-- name: touch_chunks
+-- The ones of these chunks the database has, marked as used now and locked until the
+-- payload naming them commits: gc skips locked chunks and keeps recently used ones.
+UPDATE chunks SET used_at = now() WHERE hash = ANY(%(hashes)s::bytea[]) RETURNING hash
+
+-- name: insert_chunk
+-- One chunk of a large payload (written by another payload at the same moment: kept).
+INSERT INTO chunks (hash, data) VALUES (%(hash)s, %(data)s)
+ON CONFLICT (hash) DO UPDATE SET used_at = now()
+
+-- name: insert_manifest
+-- The manifest of a large payload and the chunks it names. A manifest stored before is
+-- marked as written now, so that gc keeps it until the step naming it has committed.
+WITH manifest AS (
+    INSERT INTO payloads (hash, data, size) VALUES (%(hash)s, %(data)s, %(size)s)
+    ON CONFLICT (hash) DO UPDATE SET created_at = now()
+)
+INSERT INTO payload_chunks (payload, chunk)
+SELECT %(hash)s, c FROM unnest(%(chunks)s::bytea[]) AS c
+ON CONFLICT DO NOTHING
+
+-- name: missing_chunks
+-- The ones of these chunks the database does not have (checked before a manifest is read).
+SELECT h AS hash FROM unnest(%(hashes)s::bytea[]) AS h
+WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = h)
+
+-- name: get_chunk
+-- One chunk's stored bytes.
+SELECT data FROM chunks WHERE hash = %(hash)s
 
 -- name: insert_children
 -- Queue a batch of children in one statement (arrays in binary); re-queues ones that
@@ -607,8 +642,10 @@ SELECT now() AS db_now
 -- =============================================================================== gc
 
 -- name: gc_preview
--- What gc would remove: ended runs older than the cutoff, their steps, and the payloads
--- that nothing else references (those of the doomed runs, and old orphans).
+-- What gc would remove: ended runs older than the cutoff, their steps, the payloads that
+-- nothing else references (those of the doomed runs, and old orphans), and the chunks
+-- that only those payloads name (or none, for long). Payloads and chunks younger than
+-- the grace are kept: a payload being written is not named by its step yet.
 WITH doomed AS (
     SELECT run_id FROM runs
     WHERE status = ANY(%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
@@ -625,13 +662,20 @@ WITH doomed AS (
     UNION
     SELECT result_hash FROM runs
     WHERE result_hash IS NOT NULL AND run_id IN (SELECT run_id FROM doomed)
+), gone_payloads AS (
+    SELECT p.hash FROM payloads p
+    WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.hash = p.hash)
+      AND p.created_at < now() - make_interval(secs => greatest(%(seconds)s, %(grace)s))
+      AND (p.hash IN (SELECT hash FROM theirs)
+           OR p.created_at < now() - make_interval(secs => %(seconds)s))
 )
 SELECT (SELECT count(*) FROM doomed) AS runs,
        (SELECT count(*) FROM steps WHERE run_id IN (SELECT run_id FROM doomed)) AS steps,
-       (SELECT count(*) FROM payloads p
-        WHERE NOT EXISTS (SELECT 1 FROM live WHERE live.hash = p.hash)
-          AND (p.hash IN (SELECT hash FROM theirs)
-               OR p.created_at < now() - make_interval(secs => %(seconds)s))) AS payloads
+       (SELECT count(*) FROM gone_payloads) AS payloads,
+       (SELECT count(*) FROM chunks c
+        WHERE c.used_at < now() - make_interval(secs => greatest(%(seconds)s, %(grace)s))
+          AND NOT EXISTS (SELECT 1 FROM payload_chunks pc WHERE pc.chunk = c.hash
+                          AND pc.payload NOT IN (SELECT hash FROM gone_payloads))) AS chunks
 
 -- name: gc_lock_payloads
 -- Held by each gc transaction: a step commit that inserts or reuses a payload waits
@@ -641,7 +685,9 @@ LOCK TABLE payloads IN SHARE ROW EXCLUSIVE MODE
 -- name: gc_runs_batch
 -- Remove one batch of ended runs older than the cutoff, with their steps (no foreign
 -- key: deleted here), step_attempts and events (cascade), and the payloads only they
--- referenced. Runs locked by someone else are skipped; live runs are never selected.
+-- referenced (with the chunk lists of manifests, by cascade) unless written within the
+-- grace: a payload stored again for a new step is kept until that step names it.
+-- Runs locked by someone else are skipped; live runs are never selected.
 WITH doomed AS (
     SELECT run_id FROM runs
     WHERE status = ANY(%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
@@ -662,6 +708,7 @@ WITH doomed AS (
 ), gone_payloads AS (
     DELETE FROM payloads p USING theirs t
     WHERE p.hash = t.hash
+      AND p.created_at < now() - make_interval(secs => greatest(%(seconds)s, %(grace)s))
       AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.result_hash = p.hash
                       AND s.run_id NOT IN (SELECT run_id FROM doomed))
       AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.result_hash = p.hash
@@ -673,14 +720,29 @@ SELECT (SELECT count(*) FROM gone_runs) AS runs,
        (SELECT count(*) FROM gone_payloads) AS payloads
 
 -- name: gc_orphan_payloads_batch
--- Remove one batch of payloads older than the cutoff that no step or run references
--- (left by reruns and restarts).
+-- Remove one batch of payloads older than the cutoff (and the grace) that no step or
+-- run references (left by reruns and restarts, or by a writer that died between
+-- storing a large payload and committing its step).
 WITH orphans AS (
     SELECT p.hash FROM payloads p
-    WHERE p.created_at < now() - make_interval(secs => %(seconds)s)
+    WHERE p.created_at < now() - make_interval(secs => greatest(%(seconds)s, %(grace)s))
       AND NOT EXISTS (SELECT 1 FROM steps s WHERE s.result_hash = p.hash)
       AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.result_hash = p.hash)
     LIMIT %(batch)s
     FOR UPDATE SKIP LOCKED
 )
 DELETE FROM payloads p USING orphans o WHERE p.hash = o.hash
+
+-- name: gc_orphan_chunks_batch
+-- Remove one batch of chunks that no manifest names and no writer used within the
+-- cutoff (and the grace). A writer reusing a chunk marks it used and holds its row until
+-- it commits: a held row is skipped, and one changed since this statement began is
+-- rechecked on its new version (READ COMMITTED), whose recent use keeps it.
+WITH orphans AS (
+    SELECT c.hash FROM chunks c
+    WHERE c.used_at < now() - make_interval(secs => greatest(%(seconds)s, %(grace)s))
+      AND NOT EXISTS (SELECT 1 FROM payload_chunks pc WHERE pc.chunk = c.hash)
+    LIMIT %(batch)s
+    FOR UPDATE SKIP LOCKED
+)
+DELETE FROM chunks c USING orphans o WHERE c.hash = o.hash
