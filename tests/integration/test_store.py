@@ -200,3 +200,34 @@ def test_every_named_query_is_run_by_a_store_module():
     assert sql.unused_queries() == set()
     with pytest.raises(KeyError):
         sql.query("no_such_query")
+
+
+def test_a_fresh_commit_of_a_step_that_has_a_row_after_all_updates_it(zart_env):
+    """A step's first commit is a plain INSERT; a row of that name there after all
+    (a unique violation) is committed by the upsert, and only by the run's owner."""
+    from zart_nb.store import journal
+    from zart_nb.store.payloads import place
+    from zart_nb.store.records import Owner
+
+    with get_store().connection() as conn:
+        conn.execute("INSERT INTO runs (run_id, name, status, owner, generation) "
+                     "VALUES ('r', 'body', 'running', 'me', 1)")
+        me = Owner("r", 1, "me")
+
+        def commit(who: Owner, name: str, value: object) -> bool:
+            data = codec.encode(value)
+            return journal.complete(conn, who, journal.Completion(
+                name, "step", 1, None, None, place(data), 1, 1, None, fresh=True))
+
+        def stored(name: str) -> object:
+            row = conn.execute("SELECT result FROM steps WHERE run_id = 'r' AND name = %s",
+                               (name,), binary=True).fetchone()
+            return codec.decode(row[0])
+
+        assert commit(me, "a", "first")
+        assert commit(me, "a", "second")  # the row was there: updated, not refused
+        assert stored("a") == "second"
+        assert not commit(Owner("r", 1, "someone else"), "a", "third")
+        assert not commit(Owner("r", 1, "someone else"), "b", "new")
+        assert stored("a") == "second"
+        assert conn.execute("SELECT count(*) FROM steps WHERE run_id = 'r'").fetchone() == (1,)

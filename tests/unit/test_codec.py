@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import os
 import pickle
 import stat
@@ -9,6 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
+import cloudpickle
 import pytest
 
 from zart_nb import codec
@@ -88,6 +90,34 @@ def test_plain_pickle_is_refused_as_unsigned(tmp_path):
     with pytest.raises(PayloadError, match="unsigned"):
         codec.decode(pickle.dumps(Touch(tmp_path / "unpickled")))
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("secret", [b"k", SECRET, b"x" * 64, b"long-" * 40])
+@pytest.mark.parametrize("size", [0, 100, 1 << 20])
+def test_signature_is_the_standard_hmac_sha256(secret, size):
+    """The envelope's signature is HMAC-SHA256 of header and body by any other
+    implementation (keys shorter and longer than SHA-256's block)."""
+    configure(Settings(secret=secret))
+    data = codec.encode(os.urandom(size))
+    at = mac_offset(data)
+    expected = hmac.digest(secret, data[:at] + data[at + 32:], "sha256")
+    assert data[at:at + 32] == expected
+    assert codec.decode(data) == pickle.loads(data[at + 32:])
+
+
+@pytest.mark.parametrize("value", [0, -7, 2**100, 1.5, float("nan"), 2j, True, None, "",
+                                   "ünïcode", "x" * codec.SMALL_SCALAR, b"\x00\xff"])
+def test_scalars_pickle_as_cloudpickle_pickles_them(value):
+    """The quick path for scalars writes the very bytes cloudpickle writes: stored
+    results and fingerprints of pickles do not depend on which path made them."""
+    assert codec.dumps_scalar(value) == cloudpickle.dumps(value, protocol=5)
+
+
+@pytest.mark.parametrize("value", [(1,), [1], {"a": 1}, {1}, "x" * (codec.SMALL_SCALAR + 1),
+                                   bytearray(b"x"), type("Int", (int,), {})(3), len])
+def test_other_values_take_cloudpickle(value):
+    assert codec.dumps_scalar(value) is None
+    assert codec.dumps(value) == cloudpickle.dumps(value, protocol=5)
 
 
 def test_payload_signed_with_another_secret_is_refused(tmp_path):

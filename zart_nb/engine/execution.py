@@ -21,9 +21,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from .. import codec
 from ..errors import CodeChanged, DuplicateStepName, PayloadError, StoreError, Suspend, ZartError
@@ -41,6 +40,10 @@ from .fingerprint import comparable
 from .lane import AsyncLane
 from .leases import InflightWatch
 from .model import OnChange, Report, StepContext
+
+# Kinds whose row is first written by their completion (a sleep's or an event wait's is
+# written when the wait begins).
+_ROW_WRITTEN_AT_COMPLETION = frozenset({"step", "capture"})
 
 _current: ContextVar[Execution | None] = ContextVar("zart_execution", default=None)
 _in_step: ContextVar[StepContext | None] = ContextVar("zart_step", default=None)
@@ -83,8 +86,7 @@ def step_scope(where: StepContext) -> Iterator[None]:
         _in_step.reset(token)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """What an execution does with one named step.
 
     ``replay``: the stored outcome stands (``entry`` holds it). ``run``: execute it as
@@ -261,8 +263,9 @@ class Execution:
                    started_at: datetime | None) -> Completion:
         """``value`` encoded as the step's result (PayloadError when it won't pickle)."""
         placed = payloads.encode(self.store, value, what="result", owner=f"step {name!r}")
+        fresh = kind in _ROW_WRITTEN_AT_COMPLETION and name not in self.journal
         return Completion(name, kind, seq, code_fp, args_fp, placed, attempt, max_attempts,
-                          started_at)
+                          started_at, fresh)
 
     def complete(self, name: str, kind: str, seq: int, value: Any, *, code_fp: bytes | None,
                  args_fp: bytes | None, attempt: int, max_attempts: int,
@@ -337,6 +340,8 @@ def what_changed(entry: JournalEntry, code_fp: bytes | None, args_fp: bytes | No
     as unchanged, since a completed step never running again is the promise that matters
     most (docs/decisions.md).
     """
+    if entry.code_fp == code_fp and entry.args_fp == args_fp:  # replay's common case
+        return None
     if _differs(entry.code_fp, code_fp):
         return "code"
     if _differs(entry.args_fp, args_fp):

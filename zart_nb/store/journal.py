@@ -3,9 +3,10 @@ one while their owner still owns the run (``Owner`` fences every write)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 
+from ..errors import StoreError
 from . import sql
 from .records import Attempt, JournalEntry, Owner, Placed, StepFailure, StepRow, StepSummary
 from .sql import Connection
@@ -13,6 +14,8 @@ from .sql import Connection
 LOAD = sql.query("load_journal")
 MARK_INFLIGHT = sql.query("mark_inflight")
 COMPLETE = sql.query("complete_step")
+INSERT = sql.query("insert_step")
+UNIQUE_VIOLATION = "23505"
 COMPLETE_MANY = sql.query("complete_steps")
 FAIL = sql.query("fail_step")
 RECORD_ATTEMPT = sql.query("record_attempt")
@@ -35,9 +38,9 @@ def mark_inflight(conn: Connection, run_id: str, owner: str, name: str, attempt:
                                       "attempt": attempt})
 
 
-@dataclass(frozen=True, slots=True)
-class Completion:
-    """A step's result, encoded and placed, ready to be committed."""
+class Completion(NamedTuple):
+    """A step's result, encoded and placed, ready to be committed. ``fresh``: the step
+    had no row when its execution began, so its first commit is a plain INSERT."""
 
     name: str
     kind: str
@@ -48,18 +51,26 @@ class Completion:
     attempt: int
     max_attempts: int
     started_at: datetime | None
+    fresh: bool = False
 
 
 def complete(conn: Connection, who: Owner, done: Completion) -> bool:
     """Commit a step's result; False when ``who`` no longer owns the run (or it was
     cancelled): nothing was written."""
     value = done.value
-    return sql.rowcount(conn, COMPLETE, {
+    params = {
         "run_id": who.run_id, "generation": who.generation, "owner": who.owner,
         "name": done.name, "kind": done.kind, "seq": done.seq, "code_fp": done.code_fp,
         "args_fp": done.args_fp, "result": value.inline, "hash": value.hash,
         "data": value.data, "size": value.size, "attempt": done.attempt,
-        "max_attempts": done.max_attempts, "started_at": done.started_at}) > 0
+        "max_attempts": done.max_attempts, "started_at": done.started_at}
+    if done.fresh and value.data is None:
+        try:
+            return sql.rowcount(conn, INSERT, params) > 0
+        except StoreError as exc:
+            if exc.sqlstate != UNIQUE_VIOLATION:
+                raise
+    return sql.rowcount(conn, COMPLETE, params) > 0
 
 
 def complete_many(conn: Connection, who: Owner, done: list[Completion]) -> bool:

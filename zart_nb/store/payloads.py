@@ -69,8 +69,12 @@ def encode(store: Store, value: Any, *, what: str = "result", owner: str = "") -
     ``ZART_MAX_RESULT_BYTES``, StoreError naming ``owner`` and the size when the
     database refuses it (a full disk) or goes away.
     """
+    limit = store.settings.max_result_bytes
+    scalar = codec.dumps_scalar(value)
+    if scalar is not None and (limit is None or len(scalar) <= limit):
+        return Placed(codec.seal(scalar), None, None, len(scalar))
     return _stored(store, owner or what, lambda sink: payload_codec.dump(
-        value, sink, what=what, owner=owner, limit=store.settings.max_result_bytes))
+        value, sink, what=what, owner=owner, limit=limit))
 
 
 def encode_pickle(store: Store, body: bytes, *, what: str = "result", owner: str = "") -> Placed:

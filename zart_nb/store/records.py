@@ -31,8 +31,7 @@ class JournalEntry(NamedTuple):
     not_before: datetime | None
 
 
-@dataclass(frozen=True, slots=True)
-class Placed:
+class Placed(NamedTuple):
     """An encoded value placed for a row: ``inline`` bytes, or ``hash`` plus the ``data``
     to insert into payloads (ON CONFLICT DO NOTHING: identical content is stored once),
     or ``hash`` alone: a large result's manifest, stored already. ``size``: bytes of the

@@ -223,6 +223,20 @@ SET status = 'completed', kind = EXCLUDED.kind, seq = EXCLUDED.seq, code_fp = EX
     error = NULL, error_kind = NULL, error_payload = NULL, traceback = NULL,
     started_at = EXCLUDED.started_at, finished_at = now()
 
+-- name: insert_step
+-- Commit the result of a step that has no row yet, inline or naming a large result's
+-- manifest stored just before: the common case (a step's first execution), so a plain
+-- INSERT, with no payload to store and no conflict to resolve. Only while this process
+-- still owns the run and it is not cancelled. A row there after all is a unique
+-- violation: the caller commits by complete_step instead.
+INSERT INTO steps (run_id, generation, name, kind, status, seq, code_fp, args_fp, result,
+                   result_hash, result_size, attempts, max_attempts, started_at, finished_at)
+SELECT %(run_id)s, %(generation)s, %(name)s, %(kind)s, 'completed', %(seq)s, %(code_fp)s::bytea,
+       %(args_fp)s::bytea, %(result)s::bytea, %(hash)s::bytea, %(size)s, %(attempt)s,
+       %(max_attempts)s, %(started_at)s::timestamptz, now()
+WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
+              AND status IN ('running', 'waiting'))
+
 -- name: complete_steps
 -- Commit the results of several steps of one execution at once (async steps that
 -- completed together), large ones once per content in payloads, in one round trip;
