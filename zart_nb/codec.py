@@ -110,7 +110,7 @@ def dumps_scalar(value: Any) -> bytes | None:
     """``dumps(value)`` when ``value`` is a small scalar (a number, a short str or bytes,
     None), by the quicker path; None for any other value."""
     kind = type(value)
-    if kind not in _SCALARS or (kind is str or kind is bytes) and len(value) > SMALL_SCALAR:
+    if kind not in _SCALARS or ((kind is str or kind is bytes) and len(value) > SMALL_SCALAR):
         return None
     return pickle.dumps(value, protocol=_PROTOCOL)
 
