@@ -155,10 +155,10 @@ def _mac(header: bytes | memoryview, body: bytes | memoryview) -> bytes:
     return outer.digest()
 
 
-_pad_cache: dict[bytes, tuple[Any, Any]] = {}
+_pad_cache: dict[bytes, tuple[hashlib._Hash, hashlib._Hash]] = {}
 
 
-def _pads(key: bytes) -> tuple[Any, Any]:
+def _pads(key: bytes) -> tuple[hashlib._Hash, hashlib._Hash]:
     """SHA-256 states after the key XOR ipad and XOR opad blocks, as HMAC begins."""
     pads = _pad_cache.get(key)
     if pads is None:
