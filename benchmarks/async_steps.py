@@ -38,7 +38,7 @@ from zart_nb.engine.execute import RunRequest, execute, execute_async
 from zart_nb.engine.model import Options
 from zart_nb.store.connection import get_store
 
-from .common import Context, Figures, benchmark
+from .common import Context, Figures, benchmark, median_of
 
 STEP_SECONDS = 0.010
 _ids = itertools.count()
@@ -78,16 +78,6 @@ def sync_body(n: int) -> int:
 
 def _run_id(label: str) -> str:
     return f"bench-{label}-{os.getpid()}-{next(_ids)}"
-
-
-def median_of(runs: int, fn: Callable[[], Any]) -> float:
-    """The median of ``runs`` timed calls of ``fn``, in seconds."""
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def _execute(body: Callable[..., Any], n: int, label: str, durability: str = "sync") -> str:

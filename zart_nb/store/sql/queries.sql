@@ -252,9 +252,9 @@ INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, code_fp, ar
                         finished_at)
 SELECT %(run_id)s, %(generation)s, c.name, c.kind, 'completed', c.seq, c.code_fp, c.args_fp,
        c.result, c.result_hash, c.size, c.attempt, c.max_attempts, c.started_at, now()
-FROM unnest(%(names)s::text[], %(kinds)s::text[], %(seqs)s::integer[], %(code_fps)s::bytea[],
+FROM unnest(%(names)b::text[], %(kinds)b::text[], %(seqs)b::integer[], %(code_fps)s::bytea[],
             %(args_fps)s::bytea[], %(results)s::bytea[], %(hashes)s::bytea[],
-            %(sizes)s::bigint[], %(attempts)s::integer[], %(max_attempts)s::integer[],
+            %(sizes)s::bigint[], %(attempts)b::integer[], %(max_attempts)b::integer[],
             %(started_ats)s::timestamptz[])
      AS c(name, kind, seq, code_fp, args_fp, result, result_hash, size, attempt, max_attempts,
           started_at)
@@ -379,8 +379,8 @@ INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, namespace, 
                         task, max_attempts, retry, timeout_s, attempts)
 SELECT %(run_id)s, %(generation)s, c.name, 'child', 'scheduled', c.seq, %(namespace)s,
        c.code_fp, c.args_fp, c.task, c.max_attempts, c.retry::jsonb, c.timeout_s, 0
-FROM unnest(%(names)s::text[], %(seqs)s::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[],
-            %(tasks)s::bytea[], %(max_attempts)s::integer[], %(retries)s::text[],
+FROM unnest(%(names)b::text[], %(seqs)b::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[],
+            %(tasks)s::bytea[], %(max_attempts)b::integer[], %(retries)b::text[],
             %(timeouts)s::float8[])
      AS c(name, seq, code_fp, args_fp, task, max_attempts, retry, timeout_s)
 WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
@@ -473,8 +473,8 @@ WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
 -- meanwhile (a worker frozen), while the child waits in the queue unclaimed. A committed
 -- result is written once, and never over another worker's attempt.
 WITH done AS (
-    SELECT * FROM unnest(%(run_ids)s::text[], %(generations)s::integer[], %(names)s::text[],
-                         %(attempts)s::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[],
+    SELECT * FROM unnest(%(run_ids)b::text[], %(generations)b::integer[], %(names)b::text[],
+                         %(attempts)b::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[],
                          %(results)s::bytea[], %(hashes)s::bytea[], %(sizes)s::bigint[])
         AS d(run_id, generation, name, attempt, code_fp, args_fp, result, result_hash, size)
 ), payload AS (
@@ -523,8 +523,8 @@ WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
 -- claimed them since. The children returned are the ones it holds now, with their
 -- attempt numbers; the others were claimed by other workers (or cancelled, changed).
 WITH held AS (
-    SELECT * FROM unnest(%(run_ids)s::text[], %(generations)s::integer[], %(names)s::text[],
-                         %(attempts)s::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[])
+    SELECT * FROM unnest(%(run_ids)b::text[], %(generations)b::integer[], %(names)b::text[],
+                         %(attempts)b::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[])
         AS h(run_id, generation, name, attempt, code_fp, args_fp)
 )
 UPDATE steps s
@@ -550,7 +550,7 @@ UPDATE steps SET status = 'scheduled', worker = NULL, lease_until = NULL,
        attempts = greatest(attempts - 1, 0)
 WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
   AND (run_id, generation, name) IN (
-      SELECT * FROM unnest(%(run_ids)s::text[], %(generations)s::integer[], %(names)s::text[]))
+      SELECT * FROM unnest(%(run_ids)b::text[], %(generations)b::integer[], %(names)b::text[]))
 
 -- name: requeue_expired_children
 -- Children whose worker stopped renewing its lease go back to the queue, their attempt
