@@ -130,7 +130,7 @@ FOR UPDATE
 WITH gone AS (
     DELETE FROM steps s USING runs r
     WHERE r.run_id = %(run_id)s AND s.run_id = r.run_id AND s.generation = r.generation
-      AND s.name = ANY(%(names)s)
+      AND s.name = ANY(%(names)b::text[])
     RETURNING s.run_id, s.generation, s.name, s.attempts, s.status, s.error, s.worker,
               s.started_at
 ), kept AS (
@@ -244,7 +244,7 @@ WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
 WITH payload AS (
     INSERT INTO payloads (hash, data, size)
     SELECT p.hash, p.data, length(p.data)
-    FROM unnest(%(payload_hashes)s::bytea[], %(payload_data)s::bytea[]) AS p(hash, data)
+    FROM unnest(%(payload_hashes)b::bytea[], %(payload_data)b::bytea[]) AS p(hash, data)
     ON CONFLICT (hash) DO NOTHING
 )
 INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, code_fp, args_fp, result,
@@ -252,10 +252,10 @@ INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, code_fp, ar
                         finished_at)
 SELECT %(run_id)s, %(generation)s, c.name, c.kind, 'completed', c.seq, c.code_fp, c.args_fp,
        c.result, c.result_hash, c.size, c.attempt, c.max_attempts, c.started_at, now()
-FROM unnest(%(names)b::text[], %(kinds)b::text[], %(seqs)b::integer[], %(code_fps)s::bytea[],
-            %(args_fps)s::bytea[], %(results)s::bytea[], %(hashes)s::bytea[],
-            %(sizes)s::bigint[], %(attempts)b::integer[], %(max_attempts)b::integer[],
-            %(started_ats)s::timestamptz[])
+FROM unnest(%(names)b::text[], %(kinds)b::text[], %(seqs)b::integer[], %(code_fps)b::bytea[],
+            %(args_fps)b::bytea[], %(results)b::bytea[], %(hashes)b::bytea[],
+            %(sizes)b::bigint[], %(attempts)b::integer[], %(max_attempts)b::integer[],
+            %(started_ats)b::timestamptz[])
      AS c(name, kind, seq, code_fp, args_fp, result, result_hash, size, attempt, max_attempts,
           started_at)
 WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
@@ -345,7 +345,7 @@ SELECT set_config('synchronous_commit', 'off', true)
 -- name: touch_chunks
 -- The ones of these chunks the database has, marked as used now and locked until the
 -- payload naming them commits: gc skips locked chunks and keeps recently used ones.
-UPDATE chunks SET used_at = now() WHERE hash = ANY(%(hashes)s::bytea[]) RETURNING hash
+UPDATE chunks SET used_at = now() WHERE hash = ANY(%(hashes)b::bytea[]) RETURNING hash
 
 -- name: insert_chunk
 -- One chunk of a large payload (written by another payload at the same moment: kept).
@@ -360,12 +360,12 @@ WITH manifest AS (
     ON CONFLICT (hash) DO UPDATE SET created_at = now()
 )
 INSERT INTO payload_chunks (payload, chunk)
-SELECT %(hash)s, c FROM unnest(%(chunks)s::bytea[]) AS c
+SELECT %(hash)s, c FROM unnest(%(chunks)b::bytea[]) AS c
 ON CONFLICT DO NOTHING
 
 -- name: missing_chunks
 -- The ones of these chunks the database does not have (checked before a manifest is read).
-SELECT h AS hash FROM unnest(%(hashes)s::bytea[]) AS h
+SELECT h AS hash FROM unnest(%(hashes)b::bytea[]) AS h
 WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = h)
 
 -- name: get_chunk
@@ -373,15 +373,15 @@ WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.hash = h)
 SELECT data FROM chunks WHERE hash = %(hash)s
 
 -- name: insert_children
--- Queue a batch of children in one statement (arrays in binary); re-queues ones that
+-- Queue a batch of children in one statement; re-queues ones that
 -- failed or changed. Only while this process owns the run.
 INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, namespace, code_fp, args_fp,
                         task, max_attempts, retry, timeout_s, attempts)
 SELECT %(run_id)s, %(generation)s, c.name, 'child', 'scheduled', c.seq, %(namespace)s,
        c.code_fp, c.args_fp, c.task, c.max_attempts, c.retry::jsonb, c.timeout_s, 0
-FROM unnest(%(names)b::text[], %(seqs)b::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[],
-            %(tasks)s::bytea[], %(max_attempts)b::integer[], %(retries)b::text[],
-            %(timeouts)s::float8[])
+FROM unnest(%(names)b::text[], %(seqs)b::integer[], %(code_fps)b::bytea[], %(args_fps)b::bytea[],
+            %(tasks)b::bytea[], %(max_attempts)b::integer[], %(retries)b::text[],
+            %(timeouts)b::float8[])
      AS c(name, seq, code_fp, args_fp, task, max_attempts, retry, timeout_s)
 WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
               AND status IN ('running', 'waiting'))
@@ -398,7 +398,7 @@ WHERE s.status <> 'running'
 -- The finished children among the named ones (the body's wait).
 SELECT name, status, attempts, result, result_hash, error, error_kind, error_payload
 FROM steps
-WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = ANY(%(names)s)
+WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = ANY(%(names)b::text[])
   AND status IN ('completed', 'failed')
 
 -- name: claim_children
@@ -431,7 +431,7 @@ WITH mine AS (
     SELECT s.run_id, s.generation, s.name,
            s.status = 'running' AND s.attempts >= s.max_attempts + 2 AS lost
     FROM steps s
-    WHERE s.run_id = %(run_id)s AND s.generation = %(generation)s AND s.name = ANY(%(names)s)
+    WHERE s.run_id = %(run_id)s AND s.generation = %(generation)s AND s.name = ANY(%(names)b::text[])
       AND s.kind = 'child'
       AND ((s.status = 'scheduled' AND (s.not_before IS NULL OR s.not_before <= now()))
            OR (s.status = 'running' AND (s.lease_until < now()
@@ -474,13 +474,13 @@ WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
 -- result is written once, and never over another worker's attempt.
 WITH done AS (
     SELECT * FROM unnest(%(run_ids)b::text[], %(generations)b::integer[], %(names)b::text[],
-                         %(attempts)b::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[],
-                         %(results)s::bytea[], %(hashes)s::bytea[], %(sizes)s::bigint[])
+                         %(attempts)b::integer[], %(code_fps)b::bytea[], %(args_fps)b::bytea[],
+                         %(results)b::bytea[], %(hashes)b::bytea[], %(sizes)b::bigint[])
         AS d(run_id, generation, name, attempt, code_fp, args_fp, result, result_hash, size)
 ), payload AS (
     INSERT INTO payloads (hash, data, size)
     SELECT p.hash, p.data, length(p.data)
-    FROM unnest(%(payload_hashes)s::bytea[], %(payload_data)s::bytea[]) AS p(hash, data)
+    FROM unnest(%(payload_hashes)b::bytea[], %(payload_data)b::bytea[]) AS p(hash, data)
     ON CONFLICT (hash) DO NOTHING
 )
 UPDATE steps s
@@ -524,7 +524,7 @@ WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
 -- attempt numbers; the others were claimed by other workers (or cancelled, changed).
 WITH held AS (
     SELECT * FROM unnest(%(run_ids)b::text[], %(generations)b::integer[], %(names)b::text[],
-                         %(attempts)b::integer[], %(code_fps)s::bytea[], %(args_fps)s::bytea[])
+                         %(attempts)b::integer[], %(code_fps)b::bytea[], %(args_fps)b::bytea[])
         AS h(run_id, generation, name, attempt, code_fp, args_fp)
 )
 UPDATE steps s
@@ -647,7 +647,7 @@ OFFSET %(index)s LIMIT 1
 SELECT max(s.finished_at) AS last_finished
 FROM steps s JOIN runs r ON s.run_id = r.run_id AND s.generation = r.generation
 WHERE r.run_id = %(run_id)s AND s.kind = 'child' AND s.status = 'completed'
-  AND s.name = ANY(%(names)s)
+  AND s.name = ANY(%(names)b::text[])
 
 -- name: progress_now
 -- The database's clock: the widget measures "replayed" and elapsed time on it.
@@ -662,7 +662,7 @@ SELECT now() AS db_now
 -- the grace are kept: a payload being written is not named by its step yet.
 WITH doomed AS (
     SELECT run_id FROM runs
-    WHERE status = ANY(%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
+    WHERE status = ANY(%(statuses)b::text[]) AND status IN ('completed', 'failed', 'cancelled')
       AND finished_at < now() - make_interval(secs => %(seconds)s)
 ), live AS (
     SELECT result_hash AS hash FROM steps
@@ -704,7 +704,7 @@ LOCK TABLE payloads IN SHARE ROW EXCLUSIVE MODE
 -- Runs locked by someone else are skipped; live runs are never selected.
 WITH doomed AS (
     SELECT run_id FROM runs
-    WHERE status = ANY(%(statuses)s::text[]) AND status IN ('completed', 'failed', 'cancelled')
+    WHERE status = ANY(%(statuses)b::text[]) AND status IN ('completed', 'failed', 'cancelled')
       AND finished_at < now() - make_interval(secs => %(seconds)s)
     ORDER BY finished_at
     LIMIT %(batch)s
