@@ -17,7 +17,6 @@ runs the children on it instead (``executors``); their rows stay the same.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -64,6 +63,15 @@ class Children:
         self.pending: list[NewChild] = []
         self.counters: dict[str, int] = {}
         self._functions: dict[int, tuple[Callable[..., Any], bytes]] = {}
+        self._steps: dict[int, tuple[Callable[..., Any], StepFunction]] = {}
+
+    def step_of(self, fn: Callable[..., Any]) -> StepFunction:
+        """A plain function scheduled as a step: wrapped once per execution (thousands
+        of children of one function share it)."""
+        found = self._steps.get(id(fn))
+        if found is None or found[0] is not fn:
+            found = self._steps[id(fn)] = (fn, StepFunction(fn))
+        return found[1]
 
     def pickled(self, fn: Callable[..., Any], child: str) -> bytes:
         """``fn`` pickled once per execution (a notebook function travels by value, which
@@ -110,11 +118,11 @@ def schedule(fn: Callable[..., Any] | StepFunction | NamedCall, *args: Any,
     if isinstance(fn, NamedCall):
         named = fn.name
         fn = fn.step
+    ex = body_execution()
     if not isinstance(fn, StepFunction):
         if not callable(fn):
             raise UsageError(f"schedule() needs a function or a step, not {type(fn).__name__}")
-        fn = StepFunction(fn)
-    ex = body_execution()
+        fn = children_of(ex).step_of(fn) if ex is not None else StepFunction(fn)
     if ex is None:  # outside a body (or inside a step): the function runs now
         handle = StepHandle(named or fn.template)
         try:
@@ -141,8 +149,7 @@ def schedule(fn: Callable[..., Any] | StepFunction | NamedCall, *args: Any,
     task = codec.encode((kids.pickled(fn.fn, named), args, kwargs), what="child",
                         owner=f"child {named!r}")
     kids.pending.append(NewChild(named, decision.seq, code_fp, args_fp, task,
-                                 fn.retry.max_attempts, json.dumps(fn.retry.to_json()),
-                                 fn.timeout))
+                                 fn.retry.max_attempts, fn.retry_json, fn.timeout))
     if len(kids.pending) >= FLUSH_AT:
         kids.flush(ex)
     return handle

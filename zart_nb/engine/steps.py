@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import json
 import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
@@ -61,6 +62,11 @@ class StepFunction:
 
     def __repr__(self) -> str:
         return f"<step {self.template!r} of {self.qualname}>"
+
+    @functools.cached_property
+    def retry_json(self) -> str:
+        """The retry policy as JSON, as a child's row keeps it for the workers."""
+        return json.dumps(self.retry.to_json())
 
     @property
     def qualname(self) -> str:

@@ -129,8 +129,9 @@ def run_query(conn: Connection, q: Query, params: Mapping[str, Any] | None = Non
     """Run ``q`` on ``conn`` (every query of the store goes through here). Parameters go
     in psycopg's automatic format (bytes travel in binary, without escaping); arrays are
     marked ``%(name)b`` in the queries, since psycopg would quote and escape each element
-    of a text array in Python (a fan-out's thousands of names and tasks). ``binary`` asks for the results in binary too (cheaper to decode when rows
-    carry bytea); ``factory`` is psycopg's row factory."""
+    of a text array in Python (a fan-out's thousands of names and tasks). ``binary``
+    asks for the results in binary too (cheaper to decode when rows carry bytea);
+    ``factory`` is psycopg's row factory."""
     with translated(conn):
         cursor = conn.cursor(row_factory=factory) if factory is not None else conn.cursor()
         return cursor.execute(q.text, params, binary=binary)
