@@ -20,19 +20,10 @@ def ours(code: types.CodeType) -> bool:
     return code.co_filename.startswith(PACKAGE_DIR)
 
 
-# ids of zart_nb's code objects met between a step's call and the user's line: few,
-# alive as long as the process (so no id is reused), and checked faster than a path.
-_our_code_ids: set[int] = set()
-
-
 def call_site() -> tuple[str, int]:
     """(file, line) of the innermost user code calling into zart_nb (cheap: every step)."""
     frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None:
-        if id(frame.f_code) not in _our_code_ids:
-            if not ours(frame.f_code):
-                break
-            _our_code_ids.add(id(frame.f_code))
+    while frame is not None and ours(frame.f_code):
         frame = frame.f_back
     if frame is None:
         return ("<unknown>", 0)
