@@ -75,9 +75,9 @@ class Context:
             shutil.rmtree(self._home, ignore_errors=True)
 
 
-def best_of(runs: int, fn: Callable[[], Any], *, reset: Callable[[], Any] | None = None) -> float:
-    """The fastest of ``runs`` timed calls of ``fn``, in seconds (the least disturbed by
-    the machine); ``reset``, untimed, runs before each call."""
+def timed(runs: int, fn: Callable[[], Any], *,
+          reset: Callable[[], Any] | None = None) -> list[float]:
+    """The seconds of ``runs`` timed calls of ``fn``; ``reset``, untimed, runs before each."""
     times = []
     for _ in range(runs):
         if reset is not None:
@@ -85,17 +85,15 @@ def best_of(runs: int, fn: Callable[[], Any], *, reset: Callable[[], Any] | None
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return times
+
+
+def best_of(runs: int, fn: Callable[[], Any], *, reset: Callable[[], Any] | None = None) -> float:
+    """The fastest of ``runs`` timed calls of ``fn`` (the least disturbed by the machine)."""
+    return min(timed(runs, fn, reset=reset))
 
 
 def median_of(runs: int, fn: Callable[[], Any], *, reset: Callable[[], Any] | None = None) -> float:
-    """The median of ``runs`` timed calls of ``fn``, in seconds (``reset`` untimed before
-    each): what the issue's aims are read from, less flattering than the best."""
-    times = []
-    for _ in range(runs):
-        if reset is not None:
-            reset()
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    """The median of ``runs`` timed calls of ``fn``: what the aims are read from, less
+    flattering than the best."""
+    return statistics.median(timed(runs, fn, reset=reset))
