@@ -3,6 +3,12 @@
 sequential_steps: N trivial steps executed in a fresh run, per step, next to a raw
   ``INSERT`` + commit of the same bytes into a regular (not TEMP) bytea table on the
   same server in the same run: the ratio is the engine's overhead over one commit.
+commit_statement: the statements that commit a step, one at a time on one connection with
+  ``synchronous_commit`` off (the server's and the client's work, not the disk's): a raw
+  ``INSERT`` of the same bytes into a 2-column table, ``insert_step`` (a step's first
+  commit) and ``complete_step`` (the upsert for re-executions and stored payloads), each
+  1,000 times (quick: 200) on a run its connection owns; medians of 9 alternated rounds
+  (quick: 1), in microseconds a statement.
 replay_rate: a completed run executed again, every step served from the journal.
 restart_to_first_step: a run of 10,000 completed steps (quick: 2,000) whose process was
   SIGKILLed as its next step started is executed again in a new process (``python -c``),
@@ -30,6 +36,7 @@ import psycopg
 from tests.helpers import execute
 from zart_nb import codec, step
 from zart_nb.engine.model import Options
+from zart_nb.store.sql import query
 
 from .common import SCHEMA, SECRET, Context, Figures, benchmark, median_of
 
@@ -88,6 +95,55 @@ def sequential_steps(ctx: Context) -> Figures:
     }
 
 
+@benchmark("commit_statement")
+def commit_statement(ctx: Context) -> Figures:
+    n = 200 if ctx.quick else 1000
+    rounds = 1 if ctx.quick else 9
+    s = ctx.settings
+    run_id = _run_id("statement")
+    execute(steps_body, (1,), name="statement", run_id=run_id)
+    data = codec.encode(12345)
+
+    def step_params(i: int) -> dict[str, Any]:
+        return {"run_id": run_id, "generation": 1, "owner": "bench", "name": f"x-{i}",
+                "kind": "step", "seq": i, "code_fp": bytes(17), "args_fp": bytes(17),
+                "result": data, "hash": None, "data": None, "size": len(data), "attempt": 1,
+                "max_attempts": 1, "started_at": None}
+
+    statements = {
+        "raw_insert": ("INSERT INTO raw_steps (id, data) VALUES (%s, %b)", lambda i: (i, data)),
+        "insert_step": (query("insert_step").text, step_params),
+        "complete_step": (query("complete_step").text, step_params),
+    }
+    times: dict[str, list[float]] = {label: [] for label in statements}
+    with psycopg.connect(s.database_url, autocommit=True,
+                         options=f"-c search_path={SCHEMA}") as conn:
+        conn.execute(RAW_TABLE)
+        conn.execute("SET synchronous_commit TO off")
+        conn.execute("UPDATE runs SET status = 'running', owner = 'bench' WHERE run_id = %s",
+                     (run_id,))
+
+        def reset() -> None:
+            conn.execute("TRUNCATE raw_steps")
+            conn.execute("DELETE FROM steps WHERE run_id = %s AND name LIKE 'x-%%'", (run_id,))
+
+        def run(text: Any, rows: list[Any]) -> float:
+            reset()
+            start = time.perf_counter()
+            for row in rows:
+                conn.execute(text, row, prepare=True)
+            return time.perf_counter() - start
+
+        for _ in range(rounds):  # alternating: a busy moment of the machine hits all three
+            for label, (text, params) in statements.items():
+                times[label].append(run(text, [params(i) for i in range(n)]))
+        conn.execute("DROP TABLE raw_steps")
+    figures: Figures = {"statements": n}
+    for label, seconds in times.items():
+        figures[f"{label}_us"] = round(statistics.median(seconds) / n * 1e6, 1)
+    return figures
+
+
 @benchmark("replay_rate")
 def replay_rate(ctx: Context) -> Figures:
     n = 2000 if ctx.quick else 10_000
@@ -111,6 +167,7 @@ KILLED = """
 import os, signal, sys, time
 from zart_nb import step
 from zart_nb.engine.model import Options
+from zart_nb.store.sql import query
 from zart_nb.store.connection import get_store
 from tests.helpers import execute
 from benchmarks.engine import steps_body

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-FAST = ["sequential_steps", "replay_rate", "payload_roundtrip", "restart_to_first_step",
+FAST = ["sequential_steps", "commit_statement", "replay_rate", "payload_roundtrip", "restart_to_first_step",
         "replay_memory", "fingerprint_cost", "executor_dask_trivial"]
 
 
