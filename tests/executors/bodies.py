@@ -13,29 +13,13 @@ import signal
 import time
 from typing import Any
 
-from tests.fanout.helpers import note
-from zart_nb import RetryPolicy, StepFunction, context, schedule, step, wait
+# the fan-out tests' children, run on executors too (test_pools takes them from here)
+from tests.fanout.scripts.bodies import record
+from tests.fanout.scripts.bodies import refuse as refuse
+from tests.fanout.scripts.bodies import retried_refuse as retried_refuse
+from zart_nb import schedule, step, wait
 
 EXECUTOR: dict[str, Any] = {}
-
-
-def record(log, i, delay=0.0):
-    """Notes that it ran, takes ``delay`` seconds, returns ``i * i``."""
-    ctx = context()
-    note(log, f"{ctx.step} {ctx.attempt} {os.getpid()}")
-    if delay:
-        time.sleep(delay)
-    return i * i
-
-
-def refuse(log, i):
-    """Always raises its own (business) error."""
-    ctx = context()
-    note(log, f"{ctx.step} {ctx.attempt} {os.getpid()}")
-    raise ValueError(f"child {i} refuses")
-
-
-retried_refuse = StepFunction(refuse, "retried-{i}", retry=RetryPolicy.fixed(2, delay=0.1))
 
 
 @step("sleepy-{i}", timeout=0.5)
