@@ -5,7 +5,6 @@ cells await too. Side effects of steps are counted in a file."""
 
 from __future__ import annotations
 
-import re
 import time
 from collections import Counter
 from pathlib import Path
@@ -13,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from .driver import KernelDriver
+from .reading import counts, summary
 
 pytestmark = pytest.mark.kernel
 
@@ -43,17 +43,6 @@ await sleep("pause", 0.05)
 total = sum(squares)
 total
 '''
-
-
-def counts(log: Path) -> Counter:
-    return Counter(int(x) for x in log.read_text().split()) if log.exists() else Counter()
-
-
-def summary(stdout: str, name: str) -> tuple[int, int]:
-    m = re.search(rf"zart: run '{name}': (?:attached, then replayed here: )?(\d+) replayed, "
-                  rf"(\d+) executed", stdout)
-    assert m, stdout
-    return int(m.group(1)), int(m.group(2))
 
 
 def setup(kernel: KernelDriver, log: Path, delay: float) -> None:

@@ -3,11 +3,12 @@ kernels executing the same cell at once. Side effects of steps are counted in a 
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
+
+from .reading import counts, summary
 
 pytestmark = pytest.mark.kernel
 
@@ -32,17 +33,6 @@ for i in range({n}):
 total = sum(results)
 total
 '''
-
-
-def counts(log: Path) -> Counter:
-    return Counter(int(x) for x in log.read_text().split()) if log.exists() else Counter()
-
-
-def summary(stdout: str, name: str) -> tuple[int, int]:
-    m = re.search(rf"zart: run '{name}': (?:attached, then replayed here: )?(\d+) replayed, "
-                  rf"(\d+) executed", stdout)
-    assert m, stdout
-    return int(m.group(1)), int(m.group(2))
 
 
 def test_sigkill_mid_run_then_rerun_resumes(kernel, tmp_path: Path):
