@@ -3,7 +3,8 @@
 ``kernels(...)`` starts a kernel (ipc transport, ``%load_ext zart_nb`` run after every
 start and restart) whose environment is ``os.environ`` as the ``zart_env`` fixture set
 it: the kernel uses the test's own database, home and secret. All are shut down at
-the end of the test.
+the end of the test. ``ip`` is an in-process IPython shell with the extension loaded,
+one per test module.
 """
 
 from __future__ import annotations
@@ -37,3 +38,20 @@ def kernels(zart_env, tmp_path: Path) -> Iterator[Callable[..., KernelDriver]]:
 @pytest.fixture
 def kernel(kernels) -> KernelDriver:
     return kernels()
+
+
+@pytest.fixture(scope="module")
+def ip():
+    """A shell of the module's own, cleared afterwards: IPython's shell is a process-wide
+    singleton that later tests (which look for a front-end) must not find."""
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
+    config = Config()
+    config.HistoryManager.hist_file = ":memory:"
+    shell = InteractiveShell.instance(config=config)
+    shell.run_line_magic("load_ext", "zart_nb")
+    yield shell
+    shell.run_line_magic("unload_ext", "zart_nb")
+    shell.cleanup()
+    InteractiveShell.clear_instance()

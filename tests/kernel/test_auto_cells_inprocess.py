@@ -23,21 +23,6 @@ from zart_nb.notebook.cell_state import (
 )
 
 
-@pytest.fixture(scope="module")
-def ip():
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    shell = InteractiveShell.instance(config=config)
-    shell.run_line_magic("load_ext", "zart_nb")
-    yield shell
-    shell.run_line_magic("unload_ext", "zart_nb")
-    shell.cleanup()
-    InteractiveShell.clear_instance()
-
-
 def run(ip, cell: str, **kw):
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):

@@ -14,23 +14,6 @@ from zart_nb.errors import UsageError
 from zart_nb.notebook.cells import analyse
 
 
-@pytest.fixture(scope="module")
-def ip():
-    """A shell of this module's own, cleared afterwards: IPython's shell is a process-wide
-    singleton that later tests (which look for a front-end) must not find."""
-    from IPython.core.interactiveshell import InteractiveShell
-    from traitlets.config import Config
-
-    config = Config()
-    config.HistoryManager.hist_file = ":memory:"
-    shell = InteractiveShell.instance(config=config)
-    shell.run_line_magic("load_ext", "zart_nb")
-    yield shell
-    shell.run_line_magic("unload_ext", "zart_nb")
-    shell.cleanup()
-    InteractiveShell.clear_instance()
-
-
 def run(ip, cell: str):
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
