@@ -69,10 +69,8 @@ def test_an_awaiting_durable_cell_runs_on_the_kernel_loop_which_goes_on(kernel, 
     assert counts(log) == Counter(range(6))
 
 
-def test_sigkill_mid_gather_then_restart_replays_the_committed_steps(kernel, tmp_path):
-    log = tmp_path / "effects.txt"
-    setup(kernel, log, 0.0)
-    kernel.execute('''
+# an async step that notes its start, then takes 0.2 s per unit of ``i``
+SLOW = '''
 @step("slow-{i}")
 async def slow(i):
     with open(LOG, "a") as f:
@@ -80,7 +78,13 @@ async def slow(i):
     await asyncio.sleep(0.2 * (i + 1))
     print(f"done {i}", flush=True)
     return i
-''', check=True)
+'''
+
+
+def test_sigkill_mid_gather_then_restart_replays_the_committed_steps(kernel, tmp_path):
+    log = tmp_path / "effects.txt"
+    setup(kernel, log, 0.0)
+    kernel.execute(SLOW, check=True)
     cell = ("%%zart_durable crash\nvalues = await asyncio.gather(*(slow(i) for i in range(6)))\n"
             "sum(values)")
     h = kernel.submit(cell)
@@ -94,15 +98,7 @@ async def slow(i):
 
     kernel.restart()
     setup(kernel, log, 0.0)
-    kernel.execute('''
-@step("slow-{i}")
-async def slow(i):
-    with open(LOG, "a") as f:
-        f.write(f"{i}\\n")
-    await asyncio.sleep(0.2 * (i + 1))
-    print(f"done {i}", flush=True)
-    return i
-''', check=True)
+    kernel.execute(SLOW, check=True)
     r = kernel.execute(cell, timeout=60, check=True)
 
     assert r.result == {"text/plain": "15"}
