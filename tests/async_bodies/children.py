@@ -6,15 +6,8 @@ from __future__ import annotations
 import asyncio
 import os
 
+from tests.fanout.helpers import note
 from zart_nb import context, step
-
-
-def note(log: str, line: str) -> None:
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 @step("square-{i}")

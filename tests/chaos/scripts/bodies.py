@@ -27,15 +27,8 @@ import sys
 import threading
 import time
 
+from tests.fanout.helpers import note
 from zart_nb import context, durable, schedule, step, wait
-
-
-def note(log: str, line: str) -> None:
-    fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, (line + "\n").encode())
-    finally:
-        os.close(fd)
 
 
 def _effect(log: str) -> None:
