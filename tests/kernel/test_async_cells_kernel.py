@@ -45,7 +45,8 @@ total
 '''
 
 
-def setup(kernel: KernelDriver, log: Path, delay: float) -> None:
+def setup(kernel: KernelDriver, log: Path, delay: float | str) -> None:
+    """Define ``fetch`` in the kernel; ``delay``: its seconds, or an expression of ``i``."""
     kernel.execute(SETUP.format(log=str(log), delay=delay), check=True)
 
 
@@ -207,15 +208,18 @@ def test_an_awaiting_cell_with_autoawait_off_is_refused_in_one_line(kernel):
 
 def test_zart_resume_executes_a_stopped_awaiting_cell_again(kernels, tmp_path):
     log = tmp_path / "effects.txt"
+    # staggered, so that steps are still in flight when the first one has printed: with
+    # equal delays all five could commit before the kill reached the kernel
+    delay = "0.3 * (i + 1)"
     first = kernels()
-    setup(first, log, 0.3)
+    setup(first, log, delay)
     cell = CELL.format(name="resumable", n=5)
     h = first.submit(cell)
     first.collect(h, timeout=60, stop_when=lambda r: "fetched" in r.stdout)
     first.kill_hard()
 
     second = kernels()
-    setup(second, log, 0.3)
+    setup(second, log, delay)
     r = second.execute("%zart_resume resumable", timeout=60, check=True)
 
     assert "resuming run 'resumable'" in r.stdout
