@@ -20,14 +20,35 @@ def ours(code: types.CodeType) -> bool:
     return code.co_filename.startswith(PACKAGE_DIR)
 
 
+_site_depth = [2]  # how deep call_site found the user's frame last time
+
+
 def call_site() -> tuple[str, int]:
-    """(file, line) of the innermost user code calling into zart_nb (cheap: every step)."""
-    frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None and ours(frame.f_code):
-        frame = frame.f_back
-    if frame is None:
+    """(file, line) of the innermost user code calling into zart_nb (every step asks).
+
+    Calls come in by a few paths of fixed depth, so the depth found last time is tried
+    first: ``sys._getframe(depth)`` reaches that frame without creating a frame object
+    for each of ours on the way, as walking ``f_back`` does (half the cost of a
+    replayed step's name). The guess holds when that frame is the user's and the one
+    it called is ours; a user frame further in (user code that zart_nb called back,
+    calling a step itself) is then passed over, and the site names the outer call.
+    """
+    depth = _site_depth[0]
+    try:
+        frame = sys._getframe(depth)
+        if not ours(frame.f_code) and ours(sys._getframe(depth - 1).f_code):
+            return (frame.f_code.co_filename, frame.f_lineno)
+    except ValueError:  # the stack is shallower than that now
+        pass
+    depth = 1
+    walked: types.FrameType | None = sys._getframe(depth)
+    while walked is not None and ours(walked.f_code):
+        walked = walked.f_back
+        depth += 1
+    if walked is None:
         return ("<unknown>", 0)
-    return (frame.f_code.co_filename, frame.f_lineno)
+    _site_depth[0] = depth
+    return (walked.f_code.co_filename, walked.f_lineno)
 
 
 def user_stacklevel() -> int:

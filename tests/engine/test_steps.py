@@ -122,6 +122,58 @@ def test_a_duplicate_step_name_names_both_call_sites(zart_env):
     assert "'load'" in message
 
 
+def test_call_sites_are_right_whatever_path_of_zart_nb_the_calls_took(zart_env):
+    # call_site tries the depth it found last; calls that enter zart_nb by paths of
+    # other depths (a capture, .named, .outcome, a helper of the user's) must not
+    # take a frame of ours or of the wrong caller for the user's line.
+    @step("load")
+    def load(x):
+        return x
+
+    def helper():
+        return load.named("deep")(3)
+
+    @durable("sites")
+    def body():
+        load(1)
+        capture("moment", lambda: 0)
+        helper()
+        load.outcome(2)  # 'load' again: first at the line of load(1)
+
+    with pytest.raises(DuplicateStepName) as caught:
+        body()
+    first_line = body.fn.__code__.co_firstlineno + 2
+    assert f"first at {__file__}:{first_line}, again at {__file__}:{first_line + 3}" \
+        in str(caught.value)
+
+    @durable("sites-2")
+    def body_2():
+        helper()
+        load(1)
+        helper()  # 'deep' again: both times from the helper's line
+
+    with pytest.raises(DuplicateStepName) as caught:
+        body_2()
+    line = helper.__code__.co_firstlineno + 1
+    assert f"first at {__file__}:{line}, again at {__file__}:{line}" in str(caught.value)
+
+    def nested(levels):
+        if levels:
+            return nested(levels - 1)  # user frames where a deeper path's guess lands
+        return capture("moment", lambda: 0)
+
+    @durable("sites-3")
+    def body_3():
+        load(1)
+        nested(4)
+        capture("moment", lambda: 0)
+
+    with pytest.raises(DuplicateStepName) as caught:
+        body_3()
+    line = nested.__code__.co_firstlineno + 3
+    assert f"first at {__file__}:{line}, again" in str(caught.value)
+
+
 # -- capture, now, context -------------------------------------------------------------
 
 def test_capture_now_and_context_are_replayed(zart_env):
