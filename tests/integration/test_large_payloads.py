@@ -171,8 +171,8 @@ def test_a_format_1_payload_written_before_chunks_existed_still_reads(zart_env, 
 def round_trip_through_a_step(run_id: str, make):
     """``make()`` returned by a step of a run, then that run replayed: (value, replayed)."""
     from tests.engine.helpers import replay
+    from tests.helpers import execute
     from zart_nb import step
-    from zart_nb.engine.execute import execute
 
     @step("large")
     def large():

@@ -86,6 +86,20 @@ def test_flipped_mac_byte_is_refused_unpickled(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("padding", [0, 1000, (64 << 10) + 1, 1 << 20])  # both sides of the
+@pytest.mark.parametrize("as_view", [False, True])                    # sliced bytes' path
+def test_payloads_small_and_large_bytes_and_views_are_checked_alike(tmp_path, padding, as_view):
+    marker = tmp_path / "unpickled"
+    data = codec.encode((Touch(marker), b"p" * padding))
+    wrap = memoryview if as_view else bytes
+
+    for tampered in (flip(data, len(data) - 3), flip(data, mac_offset(data) + 5)):
+        with pytest.raises(PayloadError, match="refused"):
+            codec.decode(wrap(tampered))
+    assert list(tmp_path.iterdir()) == []
+    assert codec.decode(wrap(data))[1] == b"p" * padding and marker.exists()
+
+
 def test_plain_pickle_is_refused_as_unsigned(tmp_path):
     with pytest.raises(PayloadError, match="unsigned"):
         codec.decode(pickle.dumps(Touch(tmp_path / "unpickled")))
