@@ -57,7 +57,7 @@ class Node:
 
 def test_a_fingerprint_carries_its_scheme():
     assert fp(1)[0] == SCHEME and len(fp(1)) == 17
-    assert arguments_fingerprint((1,), {}, owner="s")[0] == SCHEME
+    assert arguments_fingerprint((1,), {}, kind="step", name="s")[0] == SCHEME
 
 
 @pytest.mark.parametrize(("a", "b"), [
@@ -166,17 +166,17 @@ def test_functions_by_their_code_partials_and_methods_by_their_parts():
 def test_arguments_without_a_canonical_form_are_refused_with_their_path():
     gen = (i for i in range(3))
     with pytest.raises(PayloadError) as caught:
-        arguments_fingerprint((1, [2, gen]), {}, owner="step 's'")
+        arguments_fingerprint((1, [2, gen]), {}, kind="step", name="s")
     assert str(caught.value) == "step 's': arguments[0][1][1]: cannot pickle 'generator'"
 
     import threading
     with pytest.raises(PayloadError, match=r"^step 's': arguments\[1\]\['lock'\]: cannot pickle "
                                           r"'_thread.lock'$"):
-        arguments_fingerprint((), {"lock": threading.Lock()}, owner="step 's'")
+        arguments_fingerprint((), {"lock": threading.Lock()}, kind="step", name="s")
     node = Node("n")
     node.children.append(gen)
     with pytest.raises(PayloadError, match=r"arguments\[0\]\[0\]\.children\[0\]: cannot pickle"):
-        arguments_fingerprint((node,), {}, owner="step 's'")
+        arguments_fingerprint((node,), {}, kind="step", name="s")
 
 
 def test_cell_inputs_count_what_has_no_canonical_form_by_its_type():
@@ -195,12 +195,12 @@ def test_cell_inputs_count_what_has_no_canonical_form_by_its_type():
 def test_the_shortcut_for_plain_arguments_encodes_as_the_general_walk(plain):
     walk = Walk(ValueHasher(), strict=True)
     walk.feed(plain)
-    assert arguments_fingerprint(*plain, owner="s") == fp(plain) == bytes([SCHEME]) + walk.finish()
+    assert arguments_fingerprint(*plain, kind="step", name="s") == fp(plain) == bytes([SCHEME]) + walk.finish()
 
 
 def test_the_common_call_is_hashed_like_any_value():
-    assert arguments_fingerprint((1, 2), {}, owner="s") != arguments_fingerprint((1, 2.0), {}, owner="s")
-    assert arguments_fingerprint((1,), {"a": 1}, owner="s") != arguments_fingerprint((1, 1), {}, owner="s")
+    assert arguments_fingerprint((1, 2), {}, kind="step", name="s") != arguments_fingerprint((1, 2.0), {}, kind="step", name="s")
+    assert arguments_fingerprint((1,), {"a": 1}, kind="step", name="s") != arguments_fingerprint((1, 1), {}, kind="step", name="s")
 
 
 SCRIPT = """

@@ -161,13 +161,16 @@ class Execution:
         under ``"error"``. A failed step, or one in flight when its process died, runs
         again with its attempts counted on.
         """
-        seq = self.claim_name(name)
         entry = self.journal.get(name)
+        seq = self.claim_name(name, known=entry is not None)
         if entry is None:
             self.report.executed.append(name)
             return Decision("run", seq, None, 1)
         if entry.status == "completed":
-            changed = what_changed(entry, code_fp, args_fp, inputs)
+            if entry.code_fp == code_fp and entry.args_fp == args_fp:  # replay's common case
+                changed = None
+            else:
+                changed = what_changed(entry, code_fp, args_fp, inputs)
             if changed is None or self.on_change == "ignore":
                 self.report.replayed.append(name)
                 return Decision("replay", seq, entry, entry.attempts)
@@ -183,10 +186,13 @@ class Execution:
         self.report.executed.append(name)
         return Decision("run", seq, entry, entry.attempts + 1)
 
-    def claim_name(self, name: str) -> int:
-        """Register one use of ``name`` in this execution; returns its sequence number."""
-        self.check_live()
-        check_name("step name", name)
+    def claim_name(self, name: str, *, known: bool = False) -> int:
+        """Register one use of ``name`` in this execution; returns its sequence number.
+        A ``known`` name, one in the journal, was checked when it was first written."""
+        if self.stop_reason is not None:
+            raise Suspend(self.stop_reason)
+        if not known:
+            check_name("step name", name)
         site = call_site()
         first = self.used.get(name)
         if first is not None:
@@ -220,6 +226,11 @@ class Execution:
     # -- reading the journal -------------------------------------------------------
     def value(self, entry: JournalEntry) -> Any:
         """The stored result of a completed entry, unpickled now."""
+        if entry.result_hash is None and entry.result is not None:  # inline: every replay
+            try:
+                return codec.decode(entry.result)
+            except PayloadError:
+                pass  # refused again below, naming the step
         return self.stored_value(entry.result, entry.result_hash, f"result of step {entry.name!r}")
 
     def stored_value(self, inline: bytes | None, digest: bytes | None, what: str) -> Any:
@@ -340,8 +351,6 @@ def what_changed(entry: JournalEntry, code_fp: bytes | None, args_fp: bytes | No
     as unchanged, since a completed step never running again is the promise that matters
     most (docs/decisions.md).
     """
-    if entry.code_fp == code_fp and entry.args_fp == args_fp:  # replay's common case
-        return None
     if _differs(entry.code_fp, code_fp):
         return "code"
     if _differs(entry.args_fp, args_fp):

@@ -138,7 +138,7 @@ def schedule(fn: Callable[..., Any] | StepFunction | NamedCall, *args: Any,
             kids.counters[named] = number + 1
             named = f"{named}-{number}"
     code_fp = code_fingerprint(fn.fn)
-    args_fp = arguments_fingerprint(args, kwargs, owner=f"child {named!r}")
+    args_fp = arguments_fingerprint(args, kwargs, kind="child", name=named)
     decision = ex.lookup(named, code_fp, args_fp, what="child")
     handle = StepHandle(named, ex.run_id)
     if decision.action == "pending":

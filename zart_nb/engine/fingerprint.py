@@ -77,13 +77,15 @@ def code_fingerprint(fn: Callable[..., Any]) -> bytes:
     return fingerprint
 
 
-def arguments_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any], *, owner: str) -> bytes:
+def arguments_fingerprint(args: tuple[Any, ...], kwargs: dict[str, Any], *, kind: str,
+                          name: str) -> bytes:
     """Fingerprint of a call's arguments; an argument without a canonical form is
-    refused with a PayloadError naming ``owner`` and the argument's path."""
+    refused with a PayloadError naming the ``kind`` ("step", "child"), ``name`` and
+    the argument's path."""
     try:
         return _PREFIX + _VALUES.call_digest(args, kwargs)
     except PayloadError as exc:
-        raise PayloadError(f"{owner}: {exc}") from None
+        raise PayloadError(f"{kind} {name!r}: {exc}") from None
 
 
 def value_fingerprint(value: Any) -> bytes:

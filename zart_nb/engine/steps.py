@@ -58,7 +58,10 @@ class StepFunction:
         self._plans: dict[tuple[Any, ...], tuple[tuple[str, str, Any], ...]] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return _then(invoke(self, None, args, kwargs), _raise_or_return)
+        result = invoke(self, None, args, kwargs)
+        if type(result) is Ok:  # a sync step executed or replayed: most calls
+            return result.value
+        return _then(result, _raise_or_return)
 
     def __repr__(self) -> str:
         return f"<step {self.template!r} of {self.qualname}>"
@@ -235,7 +238,7 @@ async def _plainly(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[s
 def _decide(ex: Execution, step: StepFunction, name: str, args: tuple[Any, ...],
             kwargs: dict[str, Any]) -> tuple[Decision, bytes, bytes]:
     code_fp = code_fingerprint(step.fn)
-    args_fp = arguments_fingerprint(args, kwargs, owner=f"step {name!r}")
+    args_fp = arguments_fingerprint(args, kwargs, kind="step", name=name)
     return ex.lookup(name, code_fp, args_fp), code_fp, args_fp
 
 
