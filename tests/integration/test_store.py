@@ -231,3 +231,29 @@ def test_a_fresh_commit_of_a_step_that_has_a_row_after_all_updates_it(zart_env):
         assert not commit(Owner("r", 1, "someone else"), "b", "new")
         assert stored("a") == "second"
         assert conn.execute("SELECT count(*) FROM steps WHERE run_id = 'r'").fetchone() == (1,)
+
+
+def test_rows_as_named_tuples_are_filled_and_counted(zart_env):
+    """every_positional fills a NamedTuple in C; a query whose columns do not match its
+    fields is refused rather than made into short or long records."""
+    from typing import NamedTuple
+
+    from zart_nb.store import sql
+
+    class Pair(NamedTuple):
+        a: int
+        b: str
+
+    class Triple(NamedTuple):
+        a: int
+        b: str
+        c: int
+
+    pairs = sql.Query("pairs", b"SELECT i, i::text FROM generate_series(1, %(n)s) AS i")
+    with get_store().connection() as conn:
+        rows = sql.every_positional(conn, pairs, {"n": 3}, Pair, binary=True)
+        assert rows == [Pair(1, "1"), Pair(2, "2"), Pair(3, "3")]
+        assert type(rows[0]) is Pair and rows[2].b == "3"
+        with pytest.raises(TypeError, match="Triple has 3 fields, the query 2 columns"):
+            sql.every_positional(conn, pairs, {"n": 1}, Triple)
+        assert sql.every_positional(conn, pairs, {"n": 2}, lambda a, b: b * a) == ["1", "22"]
