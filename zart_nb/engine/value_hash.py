@@ -100,8 +100,12 @@ class ValueHasher:
         """``digest((args, kwargs))`` (strict), with the common call's shortcut taken
         first: a step's arguments are hashed on every replayed call."""
         parts = [b"t2;"]
-        if _plain(args, parts, 1) and _plain(kwargs, parts, 1):
-            return blake(b"".join(parts)).digest()
+        if _plain(args, parts, 1):
+            if not kwargs:  # as _plain encodes an empty dict
+                parts.append(b"d0;")
+                return blake(b"".join(parts)).digest()
+            if _plain(kwargs, parts, 1):
+                return blake(b"".join(parts)).digest()
         return self.digest((args, kwargs), what=what)
 
     # -- hooks: how code is hashed (engine.fingerprint gives them code fingerprints) --
