@@ -90,7 +90,7 @@ def open_manifest(data: bytes | memoryview, *, what: str = "payload") -> Manifes
         raise PayloadError(f"{what}: truncated manifest; refused") from None
 
 
-def _parse(body: memoryview, what: str) -> Manifest:
+def _parse(body: bytes | memoryview, what: str) -> Manifest:
     (count,), at = _COUNT.unpack_from(body), _COUNT.size
     streams = []
     for s in range(count):

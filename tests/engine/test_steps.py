@@ -489,3 +489,32 @@ def test_template_names_are_the_same_whatever_the_call_shape(zart_env):
 
     with pytest.raises(UsageError, match="too many positional"):
         body3()
+
+
+class _Cfg:
+    real = "attr"
+
+
+@pytest.mark.parametrize("template", [
+    "s-{i}", "{i}{i}-{j}", "{i:03d}-{j!r}", "{{lit}}-{i}}}", "{cfg[a]}-{obj.real}",
+    "{i:>{w}}", "{}-{i}", "{0}", "x-{k}", "{j.real}-{cfg[a]:>5}"])
+def test_a_template_fills_alike_by_its_rewritten_form_and_by_name(template):
+    """Later calls of a shape fill the template rewritten by position (by_position);
+    every name must be the one ``template.format`` gives with the bound arguments."""
+    @step(template)
+    def fn(i, j=1, *, cfg=None, obj=_Cfg, w=6):
+        return i
+
+    calls = [((5,), {"cfg": {"a": 1}}), ((6,), {"cfg": {"a": 2}}),
+             ((5, 2.5), {"cfg": {"a": 1}, "w": 3}), ((7, 2), {"cfg": {"a": 3}, "w": 3}),
+             ((), {"i": 1, "cfg": {"a": "b"}}), ((), {"i": 2, "cfg": {"a": "c"}})]
+    for args, kwargs in calls:
+        bound = {"i": None, "j": 1, "cfg": None, "obj": _Cfg, "w": 6, **kwargs}
+        bound.update(zip(("i", "j"), args, strict=False))
+        try:
+            expected = template.format(**bound)
+        except (KeyError, IndexError, AttributeError, ValueError):
+            with pytest.raises(TemplateError):
+                fn.resolve_name(template, args, kwargs)
+            continue
+        assert fn.resolve_name(template, args, kwargs) == expected

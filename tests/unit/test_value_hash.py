@@ -195,12 +195,16 @@ def test_cell_inputs_count_what_has_no_canonical_form_by_its_type():
 def test_the_shortcut_for_plain_arguments_encodes_as_the_general_walk(plain):
     walk = Walk(ValueHasher(), strict=True)
     walk.feed(plain)
-    assert arguments_fingerprint(*plain, kind="step", name="s") == fp(plain) == bytes([SCHEME]) + walk.finish()
+    assert (arguments_fingerprint(*plain, kind="step", name="s") == fp(plain)
+            == bytes([SCHEME]) + walk.finish())
 
 
 def test_the_common_call_is_hashed_like_any_value():
-    assert arguments_fingerprint((1, 2), {}, kind="step", name="s") != arguments_fingerprint((1, 2.0), {}, kind="step", name="s")
-    assert arguments_fingerprint((1,), {"a": 1}, kind="step", name="s") != arguments_fingerprint((1, 1), {}, kind="step", name="s")
+    def fp_of(args, kwargs):
+        return arguments_fingerprint(args, kwargs, kind="step", name="s")
+
+    assert fp_of((1, 2), {}) != fp_of((1, 2.0), {})
+    assert fp_of((1,), {"a": 1}) != fp_of((1, 1), {})
 
 
 SCRIPT = """

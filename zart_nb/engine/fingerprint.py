@@ -63,7 +63,8 @@ def code_fingerprint(fn: Callable[..., Any]) -> bytes:
     code and defaults, those of the functions it reaches, and the globals that bind
     them stay the same objects.
     """
-    fn = _unwrap(fn)
+    if type(fn) is not types.FunctionType:  # a plain function has no .fn (a costly miss)
+        fn = _unwrap(fn)
     cacheable = isinstance(fn, _CACHEABLE)
     if cacheable:
         cached = _cache.get(fn)

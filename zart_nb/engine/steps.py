@@ -18,6 +18,7 @@ import functools
 import inspect
 import json
 import math
+import string
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, overload
@@ -54,8 +55,8 @@ class StepFunction:
         self.timeout = float(timeout) if timeout else None
         self.is_async = is_async_callable(fn)
         self._signature: inspect.Signature | None = None
-        # call shape -> (parameter, where it comes from: 'arg' index, 'kw', 'default' value)
-        self._plans: dict[tuple[Any, ...], tuple[tuple[str, str, Any], ...]] = {}
+        # call shape -> (the template rewritten for it, the defaults it takes)
+        self._plans: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         result = invoke(self, None, args, kwargs)
@@ -96,22 +97,19 @@ class StepFunction:
         if "{" not in template:
             return template
         # Whether a call binds depends only on its shape (how many positional arguments,
-        # which keywords): once a shape bound, later calls of that shape take each
-        # parameter from where it came the first time, without inspect's bind (the
+        # which keywords): once a shape bound, later calls of that shape fill the template
+        # rewritten for it (positional parameters by index, the others by name, defaults
+        # given) without inspect's bind and without a dict of values per call (the
         # largest cost of replaying a templated step).
         shape = (template, len(args), tuple(kwargs))
         plan = self._plans.get(shape)
         if plan is None:
             return self._resolve_slowly(template, args, kwargs, shape)
-        values = {}
-        for param, where, default in plan:
-            if where == "arg":
-                values[param] = args[default]
-            elif where == "kw":
-                values[param] = kwargs[param]
-            else:
-                values[param] = default
-        return self._fill(template, values)
+        rewritten, defaults = plan
+        try:
+            return rewritten.format(*args, **kwargs, **defaults)
+        except (KeyError, IndexError, AttributeError, ValueError):
+            return self._fill(template, {})  # the error, as the slow path words it
 
     def _resolve_slowly(self, template: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                         shape: tuple[Any, ...]) -> str:
@@ -123,17 +121,15 @@ class StepFunction:
             raise UsageError(f"step {template!r}: {exc}") from None
         bound.apply_defaults()
         params = self._signature.parameters
+        name = self._fill(template, bound.arguments)
         if not any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values()):
-            plan: list[tuple[str, str, Any]] = []
-            for i, param in enumerate(params):
-                if i < len(args):
-                    plan.append((param, "arg", i))
-                elif param in kwargs:
-                    plan.append((param, "kw", None))
-                else:
-                    plan.append((param, "default", bound.arguments[param]))
-            self._plans[shape] = tuple(plan)
-        return self._fill(template, bound.arguments)
+            where = {param: i if i < len(args) else param for i, param in enumerate(params)}
+            rewritten = by_position(template, where)
+            if rewritten is not None:
+                defaults = {p: bound.arguments[p] for p in params
+                            if where[p] == p and p not in kwargs}
+                self._plans[shape] = (rewritten, defaults)
+        return name
 
     def _fill(self, template: str, values: dict[str, Any]) -> str:
         try:
@@ -191,6 +187,29 @@ def step(name: str | Callable[..., Any] | None = None, *, retry: int | RetryPoli
     if name is not None:
         check_name("@step name", name)
     return lambda fn: StepFunction(fn, name, retry=retry, timeout=timeout)
+
+
+def by_position(template: str, where: dict[str, int | str]) -> str | None:
+    """``template`` with each field whose parameter came by position (``where`` gives
+    its index) naming that index instead: "load-{day:%d}" -> "load-{0:%d}". None when a
+    field is not a parameter (positional fields, unknown names) or nests fields in its
+    format spec: such templates are filled by name each time."""
+    out = []
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError:
+        return None
+    for literal, field, spec, conversion in parsed:
+        out.append(literal.replace("{", "{{").replace("}", "}}"))
+        if field is None:
+            continue
+        cut = min((i for i in (field.find("."), field.find("[")) if i >= 0), default=len(field))
+        root = field[:cut]
+        if root not in where or "{" in (spec or ""):
+            return None
+        out.append("{" + str(where[root]) + field[cut:] + (f"!{conversion}" if conversion else "")
+                   + (f":{spec}" if spec else "") + "}")
+    return "".join(out)
 
 
 def _raise_or_return(result: Outcome) -> Any:
