@@ -76,14 +76,20 @@ def executing(ex: Execution) -> Iterator[Execution]:
         _current.reset(token)
 
 
-@contextmanager
-def step_scope(where: StepContext) -> Iterator[None]:
-    """Code in the block runs inside the step ``where`` (``context()`` tells it)."""
-    token = _in_step.set(where)
-    try:
-        yield
-    finally:
-        _in_step.reset(token)
+class step_scope:  # lower case: used as a function, ``with step_scope(where):``
+    """Code in the block runs inside the step ``where`` (``context()`` tells it). A
+    class, not a generator: entered around every step."""
+
+    __slots__ = ("token", "where")
+
+    def __init__(self, where: StepContext) -> None:
+        self.where = where
+
+    def __enter__(self) -> None:
+        self.token = _in_step.set(self.where)
+
+    def __exit__(self, *exc: object) -> None:
+        _in_step.reset(self.token)
 
 
 class Decision(NamedTuple):
