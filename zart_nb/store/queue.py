@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from . import sql
 from .records import ChildFailure, ChildOutcome, ChildResult, ChildTask, NewChild, Owner
 from .sql import Connection
@@ -49,10 +51,18 @@ def claim(conn: Connection, *, namespace: str, worker: str, limit: int,
 def claim_own(conn: Connection, who: Owner, *, worker: str, names: list[str],
               lease: float) -> list[ChildTask]:
     """The body that owns the run takes the named children it waits for as ``worker``
-    (an executor runs them): the queued and ready ones, and those whose holder is gone."""
-    return sql.every(conn, CLAIM_OWN, {"run_id": who.run_id, "generation": who.generation,
-                                       "owner": who.owner, "worker": worker, "names": names,
-                                       "lease": lease}, ChildTask)
+    (an executor runs them): the queued and ready ones, and those whose holder is gone.
+    The statement also returns the children it failed (lost too often), so that its
+    notification is sent even when it took none (queries.sql says why): dropped here."""
+    taken = sql.every_positional(conn, CLAIM_OWN, {
+        "run_id": who.run_id, "generation": who.generation, "owner": who.owner,
+        "worker": worker, "names": names, "lease": lease}, _running)
+    return [task for task in taken if task is not None]
+
+
+def _running(status: str, *columns: Any) -> ChildTask | None:
+    """A row of claim_run_children: its child task when the statement took it."""
+    return ChildTask(*columns) if status == "running" else None
 
 
 def renew_leases(conn: Connection, worker: str, lease: float) -> None:

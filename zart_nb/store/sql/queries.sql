@@ -1,6 +1,15 @@
 -- Every query zart-nb runs, one named block each: "-- name: NAME", purpose lines, the
 -- query. Loaded once by store/sql.py; the store module of each concern names the blocks
 -- it runs (a test checks that each block is used). Run with search_path on zart's schema.
+--
+-- Wake-ups of children (migration 0003): each statement that inserts children or changes
+-- their status notifies by itself, once per distinct payload, delivered at commit:
+-- zart_work (namespace) when children become 'scheduled', zart_run (run_id) for any. Its
+-- `notified` WITH calls pg_notify over the rows changed, and the statement's result is
+-- those rows joined to its one row: PostgreSQL evaluates a SELECT in WITH only as far as
+-- something reads it, and a join's row needs both sides, so the wake-ups are sent exactly
+-- when a row changed. The result is not filtered after the join (a filter could leave the
+-- join nothing to read): a caller that wants some of the rows picks them itself.
 
 -- ============================================================================= runs
 -- name: claim_run
@@ -374,25 +383,34 @@ SELECT data FROM chunks WHERE hash = %(hash)s
 
 -- name: insert_children
 -- Queue a batch of children in one statement; re-queues ones that
--- failed or changed. Only while this process owns the run.
-INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, namespace, code_fp, args_fp,
-                        task, max_attempts, retry, timeout_s, attempts)
-SELECT %(run_id)s, %(generation)s, c.name, 'child', 'scheduled', c.seq, %(namespace)s,
-       c.code_fp, c.args_fp, c.task, c.max_attempts, c.retry::jsonb, c.timeout_s, 0
-FROM unnest(%(names)b::text[], %(seqs)b::integer[], %(code_fps)b::bytea[], %(args_fps)b::bytea[],
-            %(tasks)b::bytea[], %(max_attempts)b::integer[], %(retries)b::text[],
-            %(timeouts)b::float8[])
-     AS c(name, seq, code_fp, args_fp, task, max_attempts, retry, timeout_s)
-WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
-              AND status IN ('running', 'waiting'))
-ON CONFLICT (run_id, generation, name) DO UPDATE
-SET status = 'scheduled', kind = 'child', seq = EXCLUDED.seq, namespace = EXCLUDED.namespace,
-    code_fp = EXCLUDED.code_fp, args_fp = EXCLUDED.args_fp, task = EXCLUDED.task,
-    max_attempts = s.attempts + EXCLUDED.max_attempts, retry = EXCLUDED.retry,
-    timeout_s = EXCLUDED.timeout_s, result = NULL, result_hash = NULL, error = NULL,
-    error_kind = NULL, error_payload = NULL, traceback = NULL, not_before = NULL,
-    lease_until = NULL, worker = NULL, finished_at = NULL
-WHERE s.status <> 'running'
+-- failed or changed. Only while this process owns the run. When any was queued, wakes
+-- the namespace's workers and the run's waiters (once each, delivered at commit: see
+-- migration 0003); every row has the same run and namespace, so no column is read back.
+WITH queued AS (
+    INSERT INTO steps AS s (run_id, generation, name, kind, status, seq, namespace, code_fp,
+                            args_fp, task, max_attempts, retry, timeout_s, attempts)
+    SELECT %(run_id)s, %(generation)s, c.name, 'child', 'scheduled', c.seq, %(namespace)s,
+           c.code_fp, c.args_fp, c.task, c.max_attempts, c.retry::jsonb, c.timeout_s, 0
+    FROM unnest(%(names)b::text[], %(seqs)b::integer[], %(code_fps)b::bytea[],
+                %(args_fps)b::bytea[], %(tasks)b::bytea[], %(max_attempts)b::integer[],
+                %(retries)b::text[], %(timeouts)b::float8[])
+         AS c(name, seq, code_fp, args_fp, task, max_attempts, retry, timeout_s)
+    WHERE EXISTS (SELECT 1 FROM runs WHERE run_id = %(run_id)s AND owner = %(owner)s
+                  AND status IN ('running', 'waiting'))
+    ON CONFLICT (run_id, generation, name) DO UPDATE
+    SET status = 'scheduled', kind = 'child', seq = EXCLUDED.seq, namespace = EXCLUDED.namespace,
+        code_fp = EXCLUDED.code_fp, args_fp = EXCLUDED.args_fp, task = EXCLUDED.task,
+        max_attempts = s.attempts + EXCLUDED.max_attempts, retry = EXCLUDED.retry,
+        timeout_s = EXCLUDED.timeout_s, result = NULL, result_hash = NULL, error = NULL,
+        error_kind = NULL, error_payload = NULL, traceback = NULL, not_before = NULL,
+        lease_until = NULL, worker = NULL, finished_at = NULL
+    WHERE s.status <> 'running'
+    RETURNING 1
+)
+-- LIMIT 1 does not cut the INSERT short: a data-modifying WITH always runs to its end
+SELECT count(pg_notify('zart_work', %(namespace)s)) + count(pg_notify('zart_run', %(run_id)s))
+       AS sent
+FROM (SELECT FROM queued LIMIT 1) AS any_queued
 
 -- name: children_outcomes
 -- The finished children among the named ones (the body's wait).
@@ -402,7 +420,8 @@ WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = ANY(%(names
   AND status IN ('completed', 'failed')
 
 -- name: claim_children
--- A worker takes up to `limit` ready children of runs that are not cancelled.
+-- A worker takes up to `limit` ready children of runs that are not cancelled (their
+-- runs notified).
 WITH ready AS (
     SELECT s.run_id, s.generation, s.name
     FROM steps s
@@ -412,21 +431,29 @@ WITH ready AS (
     ORDER BY s.not_before NULLS FIRST, s.created_at, s.seq
     LIMIT %(limit)s
     FOR UPDATE OF s SKIP LOCKED
+), claimed AS (
+    UPDATE steps s
+    SET status = 'running', worker = %(worker)s, attempts = s.attempts + 1, started_at = now(),
+        lease_until = now() + make_interval(secs => %(lease)s)
+    FROM ready
+    WHERE s.run_id = ready.run_id AND s.generation = ready.generation AND s.name = ready.name
+    RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry,
+              s.timeout_s, s.code_fp, s.args_fp
+), notified AS MATERIALIZED (
+    SELECT count(pg_notify('zart_run', r.run_id)) AS sent
+    FROM (SELECT DISTINCT run_id FROM claimed) AS r
 )
-UPDATE steps s
-SET status = 'running', worker = %(worker)s, attempts = s.attempts + 1, started_at = now(),
-    lease_until = now() + make_interval(secs => %(lease)s)
-FROM ready
-WHERE s.run_id = ready.run_id AND s.generation = ready.generation AND s.name = ready.name
-RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry, s.timeout_s,
-          s.code_fp, s.args_fp
+SELECT c.run_id, c.generation, c.name, c.task, c.attempts, c.max_attempts, c.retry, c.timeout_s,
+       c.code_fp, c.args_fp
+FROM claimed c, notified
 
 -- name: claim_run_children
 -- A body that runs its children on an executor takes the named ones as their worker
 -- `executor:<owner>`: those queued and ready, and those whose holder is gone (its lease
 -- expired, or an earlier body of this run held them: one body owns a run at a time),
 -- their attempt counted. A child lost two times beyond its attempts fails instead, as in
--- requeue_expired_children. Only while this process owns the run.
+-- requeue_expired_children. Only while this process owns the run. Every child changed
+-- comes back with its new status (the caller keeps the 'running' ones); the run notified.
 WITH mine AS (
     SELECT s.run_id, s.generation, s.name,
            s.status = 'running' AND s.attempts >= s.max_attempts + 2 AS lost
@@ -457,9 +484,13 @@ WITH mine AS (
     WHERE s.run_id = mine.run_id AND s.generation = mine.generation AND s.name = mine.name
     RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry,
               s.timeout_s, s.code_fp, s.args_fp, s.status
+), notified AS MATERIALIZED (
+    SELECT count(pg_notify('zart_run', %(run_id)s)) AS sent
+    FROM (SELECT FROM taken LIMIT 1) AS any_taken
 )
-SELECT run_id, generation, name, task, attempts, max_attempts, retry, timeout_s, code_fp, args_fp
-FROM taken WHERE status = 'running'
+SELECT t.status, t.run_id, t.generation, t.name, t.task, t.attempts, t.max_attempts, t.retry,
+       t.timeout_s, t.code_fp, t.args_fp
+FROM taken t, notified
 
 -- name: renew_child_leases
 -- A worker's heartbeat over every child it holds.
@@ -471,7 +502,7 @@ WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
 -- written only for the version of the child that produced it, and only while nobody
 -- else runs it: by the worker that still holds the attempt, or, when its lease ran out
 -- meanwhile (a worker frozen), while the child waits in the queue unclaimed. A committed
--- result is written once, and never over another worker's attempt.
+-- result is written once, and never over another worker's attempt. Their runs notified.
 WITH done AS (
     SELECT * FROM unnest(%(run_ids)b::text[], %(generations)b::integer[], %(names)b::text[],
                          %(attempts)b::integer[], %(code_fps)b::bytea[], %(args_fps)b::bytea[],
@@ -482,21 +513,28 @@ WITH done AS (
     SELECT p.hash, p.data, length(p.data)
     FROM unnest(%(payload_hashes)b::bytea[], %(payload_data)b::bytea[]) AS p(hash, data)
     ON CONFLICT (hash) DO NOTHING
+), completed AS (
+    UPDATE steps s
+    SET status = 'completed', result = done.result, result_hash = done.result_hash,
+        result_size = done.size, finished_at = now(), lease_until = NULL, worker = %(worker)s
+    FROM done
+    WHERE s.run_id = done.run_id AND s.generation = done.generation AND s.name = done.name
+      AND s.code_fp IS NOT DISTINCT FROM done.code_fp
+      AND s.args_fp IS NOT DISTINCT FROM done.args_fp
+      AND (s.status = 'running' AND s.worker = %(worker)s AND s.attempts = done.attempt
+           OR s.status = 'scheduled' AND s.worker IS NULL AND s.kind = 'child')
+    RETURNING s.run_id, s.name
+), notified AS MATERIALIZED (
+    SELECT count(pg_notify('zart_run', r.run_id)) AS sent
+    FROM (SELECT DISTINCT run_id FROM completed) AS r
 )
-UPDATE steps s
-SET status = 'completed', result = done.result, result_hash = done.result_hash,
-    result_size = done.size, finished_at = now(), lease_until = NULL, worker = %(worker)s
-FROM done
-WHERE s.run_id = done.run_id AND s.generation = done.generation AND s.name = done.name
-  AND s.code_fp IS NOT DISTINCT FROM done.code_fp AND s.args_fp IS NOT DISTINCT FROM done.args_fp
-  AND (s.status = 'running' AND s.worker = %(worker)s AND s.attempts = done.attempt
-       OR s.status = 'scheduled' AND s.worker IS NULL AND s.kind = 'child')
-RETURNING s.name
+SELECT c.name FROM completed c, notified
 
 -- name: fail_child
 -- A child raised: back in the queue after `retry_at`, or failed for good when it is NULL.
 -- Written only by the worker that still holds the attempt that raised (a failure that
--- comes too late is not written over a child queued again: it will run again).
+-- comes too late is not written over a child queued again: it will run again). The run
+-- notified, and the namespace's workers when it is queued again. One row when written.
 WITH attempt AS (
     INSERT INTO step_attempts (run_id, generation, name, attempt, status, error, worker, started_at)
     SELECT %(run_id)s, %(generation)s, %(name)s, %(attempt)s, 'failed', %(error)s, %(worker)s,
@@ -504,17 +542,25 @@ WITH attempt AS (
     FROM steps
     WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
     ON CONFLICT DO NOTHING
+), failed AS (
+    UPDATE steps
+    SET status = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN 'failed' ELSE 'scheduled' END,
+        not_before = %(retry_at)s::timestamptz, error = %(error)s, error_kind = %(error_kind)s,
+        error_payload = %(error_payload)s, traceback = %(traceback)s, worker = NULL,
+        lease_until = NULL,
+        finished_at = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN now() END
+    WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+      AND attempts = %(attempt)s AND code_fp IS NOT DISTINCT FROM %(code_fp)s
+      AND args_fp IS NOT DISTINCT FROM %(args_fp)s
+      AND status = 'running' AND worker = %(worker)s
+    RETURNING run_id, namespace, status
+), notified AS MATERIALIZED (
+    SELECT count(pg_notify(p.channel, p.payload)) AS sent
+    FROM (SELECT 'zart_run', run_id FROM failed
+          UNION SELECT 'zart_work', namespace FROM failed WHERE status = 'scheduled')
+         AS p(channel, payload)
 )
-UPDATE steps
-SET status = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN 'failed' ELSE 'scheduled' END,
-    not_before = %(retry_at)s::timestamptz, error = %(error)s, error_kind = %(error_kind)s,
-    error_payload = %(error_payload)s, traceback = %(traceback)s, worker = NULL,
-    lease_until = NULL,
-    finished_at = CASE WHEN %(retry_at)s::timestamptz IS NULL THEN now() END
-WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
-  AND attempts = %(attempt)s AND code_fp IS NOT DISTINCT FROM %(code_fp)s
-  AND args_fp IS NOT DISTINCT FROM %(args_fp)s
-  AND status = 'running' AND worker = %(worker)s
+SELECT f.status FROM failed f, notified
 
 -- name: retake_children
 -- A worker whose connection was lost takes again the children it still holds: renewed
@@ -522,57 +568,83 @@ WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
 -- do not wait for the WAL flush) or requeued them after their lease ran out, if nobody
 -- claimed them since. The children returned are the ones it holds now, with their
 -- attempt numbers; the others were claimed by other workers (or cancelled, changed).
+-- Their runs notified.
 WITH held AS (
     SELECT * FROM unnest(%(run_ids)b::text[], %(generations)b::integer[], %(names)b::text[],
                          %(attempts)b::integer[], %(code_fps)b::bytea[], %(args_fps)b::bytea[])
         AS h(run_id, generation, name, attempt, code_fp, args_fp)
+), retaken AS (
+    UPDATE steps s
+    SET status = 'running', worker = %(worker)s, attempts = greatest(s.attempts, held.attempt),
+        lease_until = now() + make_interval(secs => %(lease)s)
+    FROM held
+    WHERE s.run_id = held.run_id AND s.generation = held.generation AND s.name = held.name
+      AND s.kind = 'child' AND s.code_fp IS NOT DISTINCT FROM held.code_fp
+      AND s.args_fp IS NOT DISTINCT FROM held.args_fp
+      AND (s.status = 'running' AND s.worker = %(worker)s
+           OR s.status = 'scheduled' AND s.worker IS NULL
+              AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = s.run_id
+                              AND r.status = 'cancelled'))
+    RETURNING s.run_id, s.generation, s.name, s.attempts
+), notified AS MATERIALIZED (
+    SELECT count(pg_notify('zart_run', r.run_id)) AS sent
+    FROM (SELECT DISTINCT run_id FROM retaken) AS r
 )
-UPDATE steps s
-SET status = 'running', worker = %(worker)s, attempts = greatest(s.attempts, held.attempt),
-    lease_until = now() + make_interval(secs => %(lease)s)
-FROM held
-WHERE s.run_id = held.run_id AND s.generation = held.generation AND s.name = held.name
-  AND s.kind = 'child' AND s.code_fp IS NOT DISTINCT FROM held.code_fp
-  AND s.args_fp IS NOT DISTINCT FROM held.args_fp
-  AND (s.status = 'running' AND s.worker = %(worker)s
-       OR s.status = 'scheduled' AND s.worker IS NULL
-          AND NOT EXISTS (SELECT 1 FROM runs r WHERE r.run_id = s.run_id
-                          AND r.status = 'cancelled'))
-RETURNING s.run_id, s.generation, s.name, s.attempts
+SELECT t.run_id, t.generation, t.name, t.attempts FROM retaken t, notified
 
 -- name: durable_transaction
 -- This transaction's commit waits for the WAL flush, whatever the session's setting.
 SELECT set_config('synchronous_commit', 'on', true)
 
 -- name: release_children
--- A worker that stops gives back children it claimed but did not start (attempt undone).
-UPDATE steps SET status = 'scheduled', worker = NULL, lease_until = NULL,
-       attempts = greatest(attempts - 1, 0)
-WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
-  AND (run_id, generation, name) IN (
-      SELECT * FROM unnest(%(run_ids)b::text[], %(generations)b::integer[], %(names)b::text[]))
+-- A worker that stops gives back children it claimed but did not start (attempt undone),
+-- waking the workers of their namespaces and their runs' waiters. One row per child.
+WITH released AS (
+    UPDATE steps SET status = 'scheduled', worker = NULL, lease_until = NULL,
+           attempts = greatest(attempts - 1, 0)
+    WHERE kind = 'child' AND status = 'running' AND worker = %(worker)s
+      AND (run_id, generation, name) IN (
+          SELECT * FROM unnest(%(run_ids)b::text[], %(generations)b::integer[],
+                               %(names)b::text[]))
+    RETURNING run_id, namespace
+), notified AS MATERIALIZED (
+    SELECT count(pg_notify(p.channel, p.payload)) AS sent
+    FROM (SELECT 'zart_run', run_id FROM released
+          UNION SELECT 'zart_work', namespace FROM released)
+         AS p(channel, payload)
+)
+SELECT r.run_id FROM released r, notified
 
 -- name: requeue_expired_children
 -- Children whose worker stopped renewing its lease go back to the queue, their attempt
 -- counted; after two losses beyond their attempts they fail: the worker keeps dying.
 -- Not in the first `lease` seconds after the server started: a lease that ran out
--- while the server was down is left for its worker to renew when it reconnects.
+-- while the server was down is left for its worker to renew when it reconnects. Their
+-- runs notified, and the workers of the namespaces where children were queued again.
 WITH expired AS (
     SELECT run_id, generation, name FROM steps
     WHERE kind = 'child' AND status = 'running' AND lease_until < now()
       AND pg_postmaster_start_time() < now() - make_interval(secs => %(lease)s)
     FOR UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE steps s
+    SET status = CASE WHEN s.attempts >= s.max_attempts + 2 THEN 'failed' ELSE 'scheduled' END,
+        error = CASE WHEN s.attempts >= s.max_attempts + 2
+                     THEN 'worker lost: its lease expired ' || s.attempts || ' times' END,
+        error_kind = CASE WHEN s.attempts >= s.max_attempts + 2 THEN 'framework' END,
+        finished_at = CASE WHEN s.attempts >= s.max_attempts + 2 THEN now() END,
+        worker = NULL, lease_until = NULL
+    FROM expired
+    WHERE s.run_id = expired.run_id AND s.generation = expired.generation
+      AND s.name = expired.name
+    RETURNING s.run_id, s.name, s.namespace, s.status
+), notified AS MATERIALIZED (
+    SELECT count(pg_notify(p.channel, p.payload)) AS sent
+    FROM (SELECT 'zart_run', run_id FROM requeued
+          UNION SELECT 'zart_work', namespace FROM requeued WHERE status = 'scheduled')
+         AS p(channel, payload)
 )
-UPDATE steps s
-SET status = CASE WHEN s.attempts >= s.max_attempts + 2 THEN 'failed' ELSE 'scheduled' END,
-    error = CASE WHEN s.attempts >= s.max_attempts + 2
-                 THEN 'worker lost: its lease expired ' || s.attempts || ' times' END,
-    error_kind = CASE WHEN s.attempts >= s.max_attempts + 2 THEN 'framework' END,
-    finished_at = CASE WHEN s.attempts >= s.max_attempts + 2 THEN now() END,
-    worker = NULL, lease_until = NULL
-FROM expired
-WHERE s.run_id = expired.run_id AND s.generation = expired.generation AND s.name = expired.name
-RETURNING s.run_id, s.name, s.status
+SELECT q.run_id, q.name, q.status FROM requeued q, notified
 
 -- name: next_retry_in
 -- Seconds until the earliest delayed child of a namespace is ready (NULL: none), so
@@ -583,12 +655,22 @@ WHERE kind = 'child' AND status = 'scheduled' AND namespace = %(namespace)s
   AND not_before > now()
 
 -- name: retry_child
--- Put a failed child back in the queue with one more attempt allowed.
-UPDATE steps SET status = 'scheduled', not_before = NULL, max_attempts = attempts + 1,
-       error = NULL, error_kind = NULL, error_payload = NULL, traceback = NULL,
-       lease_until = NULL, worker = NULL, finished_at = NULL
-WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
-  AND status = 'failed'
+-- Put a failed child back in the queue with one more attempt allowed, waking the workers
+-- of its namespace and its run's waiters.
+WITH retried AS (
+    UPDATE steps SET status = 'scheduled', not_before = NULL, max_attempts = attempts + 1,
+           error = NULL, error_kind = NULL, error_payload = NULL, traceback = NULL,
+           lease_until = NULL, worker = NULL, finished_at = NULL
+    WHERE run_id = %(run_id)s AND generation = %(generation)s AND name = %(name)s
+      AND status = 'failed'
+    RETURNING run_id, namespace
+), notified AS MATERIALIZED (
+    SELECT count(pg_notify(p.channel, p.payload)) AS sent
+    FROM (SELECT 'zart_run', run_id FROM retried
+          UNION SELECT 'zart_work', namespace FROM retried)
+         AS p(channel, payload)
+)
+SELECT r.run_id FROM retried r, notified
 
 -- =========================================================================== events
 
