@@ -47,6 +47,11 @@ def rich_step(word, allowed=frozenset({"a", "b", "c"})):
     return helper(word) and [c for c in word if c in allowed]
 
 
+def args_fp(args: tuple[Any, ...]) -> bytes:
+    """The fingerprint of a step's positional ``args``, as a call computes it."""
+    return arguments_fingerprint(args, {}, kind="step", name="s")
+
+
 def per_call_us(fn: Callable[[], Any], calls: int, repeats: int = 5) -> float:
     """Median over ``repeats`` of the mean time of one call, in microseconds."""
     samples = []
@@ -81,14 +86,11 @@ def fingerprint_cost(ctx: Context) -> Figures:
     order = Order(7, "acme", {"rush", "gift"}, [("sku-1", 2), ("sku-2", 1)])
     code_fingerprint(rich_step)
     figures: Figures = {
-        "args_one_int_us": per_call_us(lambda: arguments_fingerprint((7,), {}, owner="s"), calls),
-        "args_trivial_us": per_call_us(lambda: arguments_fingerprint((7, "x", 3), {}, owner="s"), calls),
-        "args_set_of_100_str_us": per_call_us(
-            lambda: arguments_fingerprint((words,), {}, owner="s"), calls // 20),
-        "args_dict_of_sets_us": per_call_us(
-            lambda: arguments_fingerprint((groups,), {}, owner="s"), calls // 20),
-        "args_dataclass_us": per_call_us(lambda: arguments_fingerprint((order,), {}, owner="s"),
-                                         calls // 10),
+        "args_one_int_us": per_call_us(lambda: args_fp((7,)), calls),
+        "args_trivial_us": per_call_us(lambda: args_fp((7, "x", 3)), calls),
+        "args_set_of_100_str_us": per_call_us(lambda: args_fp((words,)), calls // 20),
+        "args_dict_of_sets_us": per_call_us(lambda: args_fp((groups,)), calls // 20),
+        "args_dataclass_us": per_call_us(lambda: args_fp((order,)), calls // 10),
         "code_cached_us": per_call_us(lambda: code_fingerprint(rich_step), calls),
         "code_first_us": per_call_us(lambda: code_fingerprint(fresh_function()), calls // 100),
     }
