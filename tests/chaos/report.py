@@ -241,27 +241,28 @@ def render_reliability(data: dict) -> str:
 AIMS = [
     ("sequential_steps", "zart_over_raw", "<=", 1.25,
      "a step's checkpoint costs <= 1.25x a raw INSERT + commit of the same bytes",
-     "Both sides wait for one WAL flush per step; what zart-nb adds is a wider row with a "
-     "text key, checked against the run's owner (about 55 us a statement), 26 us of the "
-     "engine's Python, and the time the body's thread takes to resume after each round "
-     "trip on 2 shared cores (see the hot path below). `zart_async_us_per_step` shows it "
-     "without the flush."),
+     "Both sides wait for one WAL flush per step. What zart-nb adds is mostly the client's "
+     "CPU: the body's thread spends 115-140 us a step (psycopg's own per statement is 45 us "
+     "here, the 16 parameters 18 us more, the engine's Python 26 us alone), and the wider "
+     "row checked against the run's owner costs the server about 60 us more a statement "
+     "(see the hot path below). `zart_async_us_per_step` shows it without the flush."),
     ("replay_rate", "steps_per_s", ">=", 100_000, "replay >= 100,000 steps/s",
      "A replayed step still fingerprints its code and arguments (to detect changes, "
      "DESIGN.md 2.4), fills its name, notes its call site (for the duplicate-name error) "
-     "and checks the HMAC of its stored result before unpickling it: about 15 us of "
-     "Python per step on these 2 cores, in about twenty calls."),
+     "and checks the HMAC of its stored result before unpickling it: about 8 us of Python "
+     "a step, plus the journal's query and garbage collection, about 10-15 us in all on "
+     "these 2 cores as the machine goes (the best runs pass 100,000 steps/s)."),
     ("restart_to_first_step", "replay_steps_per_s", ">=", 100_000,
      "after a SIGKILL, a fresh process replays a 10,000-step journal at >= 100,000 steps/s",
      "As replay_rate, plus the claim and the journal's one query (10,000 rows built)."),
     ("restart_to_first_step", "to_first_new_step_s", "<=", 0.3,
      "... and reaches its first new step <= 300 ms after it is spawned (imports included)",
-     "Python and zart-nb's imports alone take about 0.3 s here (`python_and_imports_s`; "
-     "psycopg a third of it), before the replay's 0.1-0.2 s."),
+     "Python and zart-nb's imports take 0.22-0.35 s here (`python_and_imports_s`; psycopg "
+     "a third of it; more when the bytecode is not compiled), before the replay's 0.1 s."),
     ("fanout_throughput", "children_per_s", ">=", 5000,
      "5,000 trivial children on a local pool of 2 run at >= 5,000 children/s",
      "The body, the two workers and PostgreSQL share 2 cores: the rate is bound by the "
-     "CPU all of them spend per child (the body about 60 us to schedule one)."),
+     "CPU all of them spend per child (the body about 50 us to schedule one)."),
     ("payload_roundtrip", "zart_over_raw", "<", 1.5,
      "a payload round trip < 1.5x a raw bytea INSERT + SELECT (each size)",
      "The envelope's HMAC and content hash are computed over the whole payload "
