@@ -312,7 +312,17 @@ def test_a_database_at_version_2_migrates_to_3_with_its_children(
         before.setattr(schema, "migrations", lambda: shipped[:2])
         old = Store(Settings(database_url=empty_db_url, secret=secret)).open()
         with old.connection() as conn:
-            start(conn, "r1")  # its children queued, by the statements of today
+            claim = runs.claim(conn, run_id="r1", name="body", namespace="default", input=b"",
+                               options={}, owner="me", host="h", pid=1, lease=LEASE,
+                               reopen=False)
+            assert claim is not None
+            # queued as version 2 queued them (today's statement calls notify_children_v1,
+            # which version 3 creates)
+            conn.execute(
+                "INSERT INTO steps (run_id, generation, name, kind, status, seq, namespace, "
+                "code_fp, args_fp, task, max_attempts, attempts) "
+                "SELECT 'r1', %s, name, 'child', 'scheduled', seq, %s, 'code', 'args', 'task', 1, 0 "
+                "FROM (VALUES ('a', 1), ('b', 2)) AS c(name, seq)", (claim.generation, KIDS))
         old.close()
     with psycopg.connect(empty_db_url) as conn:
         assert "steps_notify" in triggers(conn)

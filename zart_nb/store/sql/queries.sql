@@ -5,7 +5,8 @@
 -- Wake-ups of children (migration 0003): each statement that inserts children or changes
 -- their status notifies by itself, once per distinct payload, delivered at commit:
 -- zart_work (namespace) when children become 'scheduled', zart_run (run_id) for any. Its
--- `notified` WITH calls pg_notify over the rows changed, and the statement's result is
+-- `notified` WITH calls notify_children_v1 (migration 0003) over the rows changed, one
+-- row whatever their number, and the statement's result is
 -- those rows joined to its one row: PostgreSQL evaluates a SELECT in WITH only as far as
 -- something reads it, and a join's row needs both sides, so the wake-ups are sent exactly
 -- when a row changed. The result is not filtered after the join (a filter could leave the
@@ -408,8 +409,7 @@ WITH queued AS (
     RETURNING 1
 )
 -- LIMIT 1 does not cut the INSERT short: a data-modifying WITH always runs to its end
-SELECT count(pg_notify('zart_work', %(namespace)s)) + count(pg_notify('zart_run', %(run_id)s))
-       AS sent
+SELECT notify_children_v1(ARRAY[%(run_id)s::text], ARRAY[%(namespace)s::text]) AS sent
 FROM (SELECT FROM queued LIMIT 1) AS any_queued
 
 -- name: children_outcomes
@@ -440,8 +440,7 @@ WITH ready AS (
     RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry,
               s.timeout_s, s.code_fp, s.args_fp
 ), notified AS MATERIALIZED (
-    SELECT count(pg_notify('zart_run', r.run_id)) AS sent
-    FROM (SELECT DISTINCT run_id FROM claimed) AS r
+    SELECT notify_children_v1(array_agg(run_id), NULL) AS sent FROM claimed
 )
 SELECT c.run_id, c.generation, c.name, c.task, c.attempts, c.max_attempts, c.retry, c.timeout_s,
        c.code_fp, c.args_fp
@@ -485,7 +484,7 @@ WITH mine AS (
     RETURNING s.run_id, s.generation, s.name, s.task, s.attempts, s.max_attempts, s.retry,
               s.timeout_s, s.code_fp, s.args_fp, s.status
 ), notified AS MATERIALIZED (
-    SELECT count(pg_notify('zart_run', %(run_id)s)) AS sent
+    SELECT notify_children_v1(ARRAY[%(run_id)s::text], NULL) AS sent
     FROM (SELECT FROM taken LIMIT 1) AS any_taken
 )
 SELECT t.status, t.run_id, t.generation, t.name, t.task, t.attempts, t.max_attempts, t.retry,
@@ -525,8 +524,7 @@ WITH done AS (
            OR s.status = 'scheduled' AND s.worker IS NULL AND s.kind = 'child')
     RETURNING s.run_id, s.name
 ), notified AS MATERIALIZED (
-    SELECT count(pg_notify('zart_run', r.run_id)) AS sent
-    FROM (SELECT DISTINCT run_id FROM completed) AS r
+    SELECT notify_children_v1(array_agg(run_id), NULL) AS sent FROM completed
 )
 SELECT c.name FROM completed c, notified
 
@@ -555,10 +553,9 @@ WITH attempt AS (
       AND status = 'running' AND worker = %(worker)s
     RETURNING run_id, namespace, status
 ), notified AS MATERIALIZED (
-    SELECT count(pg_notify(p.channel, p.payload)) AS sent
-    FROM (SELECT 'zart_run', run_id FROM failed
-          UNION SELECT 'zart_work', namespace FROM failed WHERE status = 'scheduled')
-         AS p(channel, payload)
+    SELECT notify_children_v1(array_agg(run_id),
+                           array_agg(namespace) FILTER (WHERE status = 'scheduled')) AS sent
+    FROM failed
 )
 SELECT f.status FROM failed f, notified
 
@@ -587,8 +584,7 @@ WITH held AS (
                               AND r.status = 'cancelled'))
     RETURNING s.run_id, s.generation, s.name, s.attempts
 ), notified AS MATERIALIZED (
-    SELECT count(pg_notify('zart_run', r.run_id)) AS sent
-    FROM (SELECT DISTINCT run_id FROM retaken) AS r
+    SELECT notify_children_v1(array_agg(run_id), NULL) AS sent FROM retaken
 )
 SELECT t.run_id, t.generation, t.name, t.attempts FROM retaken t, notified
 
@@ -608,10 +604,7 @@ WITH released AS (
                                %(names)b::text[]))
     RETURNING run_id, namespace
 ), notified AS MATERIALIZED (
-    SELECT count(pg_notify(p.channel, p.payload)) AS sent
-    FROM (SELECT 'zart_run', run_id FROM released
-          UNION SELECT 'zart_work', namespace FROM released)
-         AS p(channel, payload)
+    SELECT notify_children_v1(array_agg(run_id), array_agg(namespace)) AS sent FROM released
 )
 SELECT r.run_id FROM released r, notified
 
@@ -639,10 +632,9 @@ WITH expired AS (
       AND s.name = expired.name
     RETURNING s.run_id, s.name, s.namespace, s.status
 ), notified AS MATERIALIZED (
-    SELECT count(pg_notify(p.channel, p.payload)) AS sent
-    FROM (SELECT 'zart_run', run_id FROM requeued
-          UNION SELECT 'zart_work', namespace FROM requeued WHERE status = 'scheduled')
-         AS p(channel, payload)
+    SELECT notify_children_v1(array_agg(run_id),
+                           array_agg(namespace) FILTER (WHERE status = 'scheduled')) AS sent
+    FROM requeued
 )
 SELECT q.run_id, q.name, q.status FROM requeued q, notified
 
@@ -665,10 +657,7 @@ WITH retried AS (
       AND status = 'failed'
     RETURNING run_id, namespace
 ), notified AS MATERIALIZED (
-    SELECT count(pg_notify(p.channel, p.payload)) AS sent
-    FROM (SELECT 'zart_run', run_id FROM retried
-          UNION SELECT 'zart_work', namespace FROM retried)
-         AS p(channel, payload)
+    SELECT notify_children_v1(array_agg(run_id), array_agg(namespace)) AS sent FROM retried
 )
 SELECT r.run_id FROM retried r, notified
 
