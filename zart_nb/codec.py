@@ -192,15 +192,13 @@ def open_envelope(data: bytes | memoryview, *, what: str = "payload",
     any unpickling."""
     header = _HEADER if fmt == FORMAT_VERSION else _MANIFEST_HEADER
     end = len(header)
-    if type(data) is bytes and len(data) <= _SLICED_UP_TO and data.startswith(header):
-        small = data[end + _MAC_SIZE:]
-        if hmac.compare_digest(_mac(header, small), data[end:end + _MAC_SIZE]):
-            return small
-    view = memoryview(data)
-    if view[:end] == header and len(view) >= end + _MAC_SIZE:  # ours: the common case
-        body = view[end + _MAC_SIZE:]
-        if hmac.compare_digest(_mac(header, body), view[end:end + _MAC_SIZE]):
+    small = type(data) is bytes and len(data) <= _SLICED_UP_TO
+    held = data if small else memoryview(data)
+    if held[:end] == header and len(held) >= end + _MAC_SIZE:  # ours: the common case
+        body = held[end + _MAC_SIZE:]
+        if hmac.compare_digest(_mac(header, body), held[end:end + _MAC_SIZE]):
             return body
+    view = memoryview(data)
     found = envelope_format(view)
     if found is None:
         raise PayloadError(f"{what}: not a zart-nb payload (unsigned); refused")
