@@ -40,26 +40,27 @@ def call_site() -> tuple[str, int]:
             return (frame.f_code.co_filename, frame.f_lineno)
     except ValueError:  # the stack is shallower than that now
         pass
-    depth = 1
-    walked: types.FrameType | None = sys._getframe(depth)
-    while walked is not None and ours(walked.f_code):
-        walked = walked.f_back
-        depth += 1
+    walked, hops = _outward(sys._getframe(1))
     if walked is None:
         return ("<unknown>", 0)
-    _site_depth[0] = depth
+    _site_depth[0] = 1 + hops
     return (walked.f_code.co_filename, walked.f_lineno)
+
+
+def _outward(frame: types.FrameType | None) -> tuple[types.FrameType | None, int]:
+    """The first frame from ``frame`` outwards that is not zart_nb's (None: none is), and
+    how many frames out it is."""
+    hops = 0
+    while frame is not None and ours(frame.f_code):
+        frame = frame.f_back
+        hops += 1
+    return frame, hops
 
 
 def user_stacklevel() -> int:
     """The ``stacklevel`` that makes a ``warnings.warn`` of zart_nb's (called from the
     caller of this function) point at the user's line."""
-    level = 1
-    frame: types.FrameType | None = sys._getframe(1)
-    while frame is not None and ours(frame.f_code):
-        frame = frame.f_back
-        level += 1
-    return level
+    return 1 + _outward(sys._getframe(1))[1]
 
 
 def users_frames(tb: types.TracebackType | None) -> types.TracebackType | None:

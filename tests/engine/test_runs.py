@@ -220,8 +220,9 @@ def test_a_completed_run_called_with_other_arguments_warns_and_returns_its_resul
         return x * 2
 
     assert body(2, run_id="args-1") == 4
-    with pytest.warns(UserWarning, match="executed with other arguments"):
+    with pytest.warns(UserWarning, match="executed with other arguments") as warned:
         assert body(5, run_id="args-1") == 4
+    assert warned[0].filename == __file__  # the user's line, not one of zart_nb's
     assert body(5, run_id="args-1", restart=True) == 10
 
 
