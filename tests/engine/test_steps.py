@@ -518,3 +518,13 @@ def test_a_template_fills_alike_by_its_rewritten_form_and_by_name(template):
                 fn.resolve_name(template, args, kwargs)
             continue
         assert fn.resolve_name(template, args, kwargs) == expected
+
+
+def test_a_template_that_fails_on_a_later_call_names_what_failed_then():
+    @step("{cfg.real}")
+    def fn(cfg):
+        return cfg
+
+    assert fn.resolve_name(fn.template, (3,), {}) == "3"  # the shape's rewritten form kept
+    with pytest.raises(TemplateError, match="has no attribute 'real'"):
+        fn.resolve_name(fn.template, ("text",), {})

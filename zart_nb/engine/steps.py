@@ -109,7 +109,7 @@ class StepFunction:
         try:
             return rewritten.format(*args, **kwargs, **defaults)
         except (KeyError, IndexError, AttributeError, ValueError):
-            return self._fill(template, {})  # the error, as the slow path words it
+            return self._resolve_slowly(template, args, kwargs, shape)  # raises, naming it
 
     def _resolve_slowly(self, template: str, args: tuple[Any, ...], kwargs: dict[str, Any],
                         shape: tuple[Any, ...]) -> str:
